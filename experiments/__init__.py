@@ -1,0 +1,1 @@
+"""Thin entry points: training runs per dataset and inspection tools."""

@@ -1,0 +1,140 @@
+"""Parameters and multiply-accumulates of a recalibrated backbone, against the plain one.
+
+    python -m experiments.inspect --backbone resnet50 --recalibration srm [--image-size 224]
+
+Both counts include a 1000-class linear classifier, so parameter counts compare directly with
+the published ImageNet figures (ResNet-50: 25,557,032; SRM-ResNet-50: 25,617,448).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import textwrap
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from lightning_modules.backbones import BACKBONES, create_backbone
+from lightning_modules.recalibration import RECALIBRATION_MODULES
+
+NUM_CLASSES = 1000
+MAC_CONVENTION = (
+    "MACs for one image: multiply-accumulates of convolutions and linear layers (FLOPs of "
+    "torch.utils.flop_counter.FlopCounterMode / 2), plus 1 per element of every elementwise "
+    "product (the gate x * g, SRM's CFC) and 1 per summed element of every mean and average "
+    "pooling (2 for a mean-and-variance). Not counted: batch norm, activations, sigmoid, "
+    "additions, resizing."
+)
+
+
+def _summed_elements(input_shape, *args, out_shape=None, **kwargs) -> int:
+    # A mean reads every input element once.
+    return math.prod(input_shape)
+
+
+def _mean_and_variance_elements(input_shape, *args, out_shape=None, **kwargs) -> int:
+    # One pass accumulates both the sum and the sum of squares of every input element.
+    return 2 * math.prod(input_shape)
+
+
+def _product_elements(*args, out_shape=None, **kwargs) -> int:
+    return math.prod(out_shape)
+
+
+def _pooled_elements(input_shape, kernel_size, *args, out_shape=None, **kwargs) -> int:
+    # Each output sums one window (border windows are counted whole: an upper bound). A single
+    # kernel size means a square window.
+    window = kernel_size[0] ** 2 if len(kernel_size) == 1 else math.prod(kernel_size)
+    return math.prod(out_shape) * window
+
+
+def _as_flops(count_macs):
+    # FlopCounterMode reports FLOPs (2 per MAC for convolutions and matrix products); these
+    # formulas count MACs, so they are doubled here and the total is halved once at the end.
+    def flops(*args, **kwargs) -> int:
+        return 2 * count_macs(*args, **kwargs)
+
+    return flops
+
+
+aten = torch.ops.aten
+ELEMENTWISE_MAC_FORMULAS = {
+    aten.mean: _as_flops(_summed_elements),
+    aten.var_mean: _as_flops(_mean_and_variance_elements),
+    aten.mul: _as_flops(_product_elements),
+    aten.avg_pool2d: _as_flops(_pooled_elements),
+}
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters of `model`."""
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def count_macs(model: nn.Module, image_size: int) -> int:
+    """Multiply-accumulates of one forward pass on one image, by `MAC_CONVENTION`."""
+    model.eval()
+    image = torch.zeros(1, 3, image_size, image_size)
+    with (
+        torch.no_grad(),
+        FlopCounterMode(display=False, custom_mapping=ELEMENTWISE_MAC_FORMULAS) as counter,
+    ):
+        model(image)
+    return counter.get_total_flops() // 2
+
+
+def build_classifier(backbone: str, recalibration: str, image_size: int) -> nn.Sequential:
+    """The backbone followed by a 1000-class linear classifier, randomly initialised."""
+    features = create_backbone(backbone, recalibration, image_size=image_size)
+    return nn.Sequential(features, nn.Linear(features.feature_dim, NUM_CLASSES))
+
+
+def format_overhead(value: int, baseline: int) -> str:
+    """`+60,416 (+0.24%)`: the difference against the baseline, absolute and relative."""
+    return f"{value - baseline:+,} ({100 * (value - baseline) / baseline:+.2f}%)"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Print the counts of `--backbone` with `--recalibration` and of the plain backbone."""
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.inspect", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--backbone", required=True, choices=list(BACKBONES))
+    parser.add_argument("--recalibration", default="srm", choices=list(RECALIBRATION_MODULES))
+    parser.add_argument(
+        "--image-size", type=int, default=224, help="input resolution in pixels (default: 224)"
+    )
+    args = parser.parse_args(argv)
+
+    counts = {}
+    for recalibration in dict.fromkeys([args.recalibration, "none"]):
+        model = build_classifier(args.backbone, recalibration, args.image_size)
+        counts[recalibration] = (count_parameters(model), count_macs(model, args.image_size))
+    (parameters, macs), (plain_parameters, plain_macs) = counts[args.recalibration], counts["none"]
+
+    rows = [
+        ("", args.recalibration, "none", "overhead"),
+        (
+            "parameters",
+            f"{parameters:,}",
+            f"{plain_parameters:,}",
+            format_overhead(parameters, plain_parameters),
+        ),
+        ("MACs", f"{macs:,}", f"{plain_macs:,}", format_overhead(macs, plain_macs)),
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    print(
+        f"{args.backbone} + {args.recalibration}, {args.image_size}x{args.image_size} input, "
+        f"{NUM_CLASSES}-class linear classifier"
+    )
+    for label, *values in rows:
+        cells = [value.rjust(width) for value, width in zip(values, widths[1:], strict=True)]
+        print(f"  {label.ljust(widths[0])}  " + "  ".join(cells))
+    print(textwrap.fill(MAC_CONVENTION, width=100))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Models: recalibration modules, backbones, heads and the LightningModules."""

@@ -1,0 +1,556 @@
+"""ResNet backbones with a recalibration module in every residual block.
+
+ImageNet-style ResNet-18/34/50/101 keep torchvision's parameter names for every base layer, so a
+torchvision checkpoint (a `weights=` enum name from torchvision's cache, or a local file) loads
+into any variant and only the recalibration modules' own keys are missing. CIFAR-style
+ResNet-20/32/56/110 (He et al. 2016, section 4.2) use three stages of 16/32/64 channels for
+from-scratch training on small images. A backbone returns globally pooled features; the
+classifier heads live elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+import torch
+import torchvision
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1, conv3x3
+
+from lightning_modules.recalibration import RECALIBRATION_MODULES, create_recalibration
+
+RECALIBRATION_ATTRIBUTE = "recalibration"
+LOCAL_WEIGHTS_SUFFIXES = (".pth", ".pt")
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """Which keys a weights file lacked or had in excess, against the backbone's state dict.
+
+    Attributes:
+        missing_keys: Backbone keys absent from the file (the recalibration modules' own).
+        unexpected_keys: File keys the backbone has no place for (always empty after a
+            successful load; the torchvision classifier `fc.*` is dropped before comparing).
+    """
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+def is_recalibration_key(key: str) -> bool:
+    """Whether a state-dict key belongs to a recalibration module (`...recalibration.*`)."""
+    return f".{RECALIBRATION_ATTRIBUTE}." in f".{key}"
+
+
+class RecalibratedBasicBlock(BasicBlock):
+    """torchvision's BasicBlock with `conv2 -> bn2 -> recalibration -> + shortcut -> ReLU`."""
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        recalibration: nn.Module | None = None,
+    ) -> None:
+        """Build the block.
+
+        Args:
+            inplanes: Input channels.
+            planes: Output channels (BasicBlock's expansion is 1).
+            stride: Stride of the first 3x3 convolution.
+            downsample: Shortcut that matches the residual's shape, or None for identity.
+            recalibration: Module applied to the residual branch; None means none.
+        """
+        super().__init__(inplanes, planes, stride, downsample)
+        self.recalibration = nn.Identity() if recalibration is None else recalibration
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the block to a (B, C, H, W) map."""
+        identity = x
+
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.relu(out)
+
+        out = self.conv2(out)
+        out = self.bn2(out)
+        out = self.recalibration(out)
+
+        if self.downsample is not None:
+            identity = self.downsample(x)
+
+        out += identity
+        return self.relu(out)
+
+
+class RecalibratedBottleneck(Bottleneck):
+    """torchvision's Bottleneck (stride in the 3x3) with `bn3 -> recalibration -> + shortcut`."""
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        recalibration: nn.Module | None = None,
+    ) -> None:
+        """Build the block.
+
+        Args:
+            inplanes: Input channels.
+            planes: Bottleneck width; the block outputs `4 * planes` channels.
+            stride: Stride of the 3x3 convolution.
+            downsample: Shortcut that matches the residual's shape, or None for identity.
+            recalibration: Module applied to the residual branch; None means none.
+        """
+        super().__init__(inplanes, planes, stride, downsample)
+        self.recalibration = nn.Identity() if recalibration is None else recalibration
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the block to a (B, C, H, W) map."""
+        identity = x
+
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.relu(out)
+
+        out = self.conv2(out)
+        out = self.bn2(out)
+        out = self.relu(out)
+
+        out = self.conv3(out)
+        out = self.bn3(out)
+        out = self.recalibration(out)
+
+        if self.downsample is not None:
+            identity = self.downsample(x)
+
+        out += identity
+        return self.relu(out)
+
+
+class ZeroPaddingShortcut(nn.Module):
+    """He et al.'s option-A shortcut: subsample, then pad the new channels with zeros.
+
+    Parameter-free, as in the classic CIFAR ResNets (ResNet-56: 0.85M parameters).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        """Configure the shortcut.
+
+        Args:
+            in_channels: Channels of the block input.
+            out_channels: Channels of the block output (>= in_channels).
+            stride: Spatial subsampling factor.
+        """
+        super().__init__()
+        self.extra_channels = out_channels - in_channels
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Subsample (B, C, H, W) by the stride and append zero channels."""
+        return F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, 0, self.extra_channels))
+
+
+def halved_size(size: int) -> int:
+    """Output size of the stride-2 layers used here (7x7 pad 3, 3x3 pad 1, max-pool 3 pad 1)."""
+    return (size - 1) // 2 + 1
+
+
+class ResNetBackbone(nn.Module):
+    """A ResNet without its classifier: image (B, 3, S, S) -> pooled features (B, feature_dim).
+
+    Attributes:
+        feature_dim: Size of the pooled feature vector.
+        image_size: Input resolution the backbone was built for.
+        tied_to_image_size: Whether the modules only accept that resolution (global-extent
+            GE-theta and theta-plus); every other module accepts any.
+        layout: "imagenet" or "cifar".
+        stage_names: Names of the residual stages in order ("layer1", ...).
+        recalibration_name: Name of the module in every block.
+        weights_report: What loading pretrained weights reported, or None without weights.
+    """
+
+    def __init__(
+        self,
+        block: type[RecalibratedBasicBlock | RecalibratedBottleneck],
+        layers: Sequence[int],
+        layout: Literal["imagenet", "cifar"] = "imagenet",
+        recalibration: str | None = "none",
+        image_size: int = 224,
+        recalibration_kwargs: Mapping | None = None,
+    ) -> None:
+        """Build the stem, the stages and the pooling, then initialise the base layers.
+
+        Args:
+            block: Residual block class.
+            layers: Number of blocks per stage (4 stages for "imagenet", 3 for "cifar").
+            layout: "imagenet": torchvision's 7x7/2 stem, max-pool and stages of 64-512 planes
+                with 1x1-conv projection shortcuts. "cifar": a 3x3 stem, no max-pool, stages of
+                16/32/64 channels with option-A (zero-padding) shortcuts.
+            recalibration: Name of the module in every block (see `RECALIBRATION_MODULES`).
+            image_size: Input resolution; global-extent GE-theta sizes its kernels from it.
+            recalibration_kwargs: Extra constructor arguments of the module.
+        """
+        super().__init__()
+        planes_by_layout = {"imagenet": (64, 128, 256, 512), "cifar": (16, 32, 64)}
+        if layout not in planes_by_layout:
+            raise ValueError(f"layout must be 'imagenet' or 'cifar', got {layout!r}.")
+        if image_size < 1:
+            raise ValueError(f"image_size must be a positive number of pixels, got {image_size}.")
+        stage_planes = planes_by_layout[layout]
+        if len(layers) != len(stage_planes):
+            raise ValueError(f"A {layout} ResNet has {len(stage_planes)} stages, got {layers}.")
+        self.layout = layout
+        self.image_size = image_size
+        self.recalibration_name = "none" if recalibration is None else recalibration
+        self.recalibration_kwargs = dict(recalibration_kwargs or {})
+        self.weights_report: LoadReport | None = None
+        self.inplanes = stage_planes[0]
+
+        if layout == "imagenet":
+            self.conv1 = nn.Conv2d(3, self.inplanes, 7, stride=2, padding=3, bias=False)
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+            feature_size = halved_size(halved_size(image_size))
+        else:
+            self.conv1 = conv3x3(3, self.inplanes)
+            self.maxpool = nn.Identity()
+            feature_size = image_size
+        self.bn1 = nn.BatchNorm2d(self.inplanes)
+        self.relu = nn.ReLU(inplace=True)
+
+        self.stage_names = tuple(f"layer{index}" for index in range(1, len(layers) + 1))
+        for index, (name, planes, num_blocks) in enumerate(
+            zip(self.stage_names, stage_planes, layers, strict=True)
+        ):
+            stride = 1 if index == 0 else 2
+            if stride == 2:
+                feature_size = halved_size(feature_size)
+            setattr(self, name, self._make_layer(block, planes, num_blocks, stride, feature_size))
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.feature_dim = self.inplanes
+        self.tied_to_image_size = any(
+            getattr(module, "fixed_feature_size", None) is not None for module in self.modules()
+        )
+        self._initialise_base_layers()
+
+    def _make_layer(
+        self,
+        block: type[RecalibratedBasicBlock | RecalibratedBottleneck],
+        planes: int,
+        num_blocks: int,
+        stride: int,
+        feature_size: int,
+    ) -> nn.Sequential:
+        """One stage, laid out like torchvision's `ResNet._make_layer` (same names)."""
+        out_channels = planes * block.expansion
+        downsample = None
+        if stride != 1 or self.inplanes != out_channels:
+            if self.layout == "cifar":
+                downsample = ZeroPaddingShortcut(self.inplanes, out_channels, stride)
+            else:
+                downsample = nn.Sequential(
+                    conv1x1(self.inplanes, out_channels, stride), nn.BatchNorm2d(out_channels)
+                )
+        blocks = [
+            block(
+                self.inplanes,
+                planes,
+                stride,
+                downsample,
+                self._create_recalibration(out_channels, feature_size),
+            )
+        ]
+        self.inplanes = out_channels
+        for _ in range(1, num_blocks):
+            blocks.append(
+                block(
+                    self.inplanes,
+                    planes,
+                    recalibration=self._create_recalibration(out_channels, feature_size),
+                )
+            )
+        return nn.Sequential(*blocks)
+
+    def _create_recalibration(self, channels: int, feature_size: int) -> nn.Module:
+        kwargs = dict(self.recalibration_kwargs)
+        module_class = RECALIBRATION_MODULES.get(self.recalibration_name)
+        if getattr(module_class, "uses_feature_size", False):
+            kwargs.setdefault("feature_size", (feature_size, feature_size))
+        return create_recalibration(self.recalibration_name, channels, **kwargs)
+
+    def _initialise_base_layers(self) -> None:
+        # The recipe's He normal (fan-out) for convolutions, gamma = 1 and beta = 0 for batch
+        # norms, as torchvision does. Recalibration modules keep their own initialisation
+        # (SRM's CFC must start at zero).
+        for name, module in self.named_modules():
+            if RECALIBRATION_ATTRIBUTE in name.split("."):
+                continue
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Map images (B, 3, S, S) to pooled features (B, feature_dim)."""
+        if self.tied_to_image_size and tuple(x.shape[-2:]) != (self.image_size, self.image_size):
+            raise ValueError(
+                f"This backbone's {self.recalibration_name!r} modules (global-extent GE-theta) "
+                f"were built for {self.image_size}x{self.image_size} inputs but got "
+                f"{x.shape[-2]}x{x.shape[-1]}. Rebuild it with "
+                f"create_backbone(..., image_size={x.shape[-1]}) (square inputs), or use a "
+                "limited extent: recalibration_kwargs={'extent': 8}."
+            )
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = self.relu(x)
+        x = self.maxpool(x)
+
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+
+        x = self.avgpool(x)
+        return torch.flatten(x, 1)
+
+    def recalibration_modules(self) -> dict[str, nn.Module]:
+        """The recalibration module of every block, by its qualified name."""
+        return {
+            name: module
+            for name, module in self.named_modules()
+            if name.rsplit(".", 1)[-1] == RECALIBRATION_ATTRIBUTE
+        }
+
+    def no_weight_decay(self) -> set[str]:
+        """Full parameter names (as in `named_parameters()`) the recipe keeps out of weight decay.
+
+        For SRM: every block's CFC weights and SRM batch-norm gamma/beta. The other modules'
+        papers decay all parameters, so they contribute nothing; base layers never do.
+        """
+        names: set[str] = set()
+        for module_name, module in self.recalibration_modules().items():
+            exempt = getattr(module, "no_weight_decay", None)
+            if exempt is not None:
+                names |= {f"{module_name}.{name}" for name in exempt()}
+        return names
+
+    def recalibration_parameter_names(self) -> set[str]:
+        """Full names of every parameter that belongs to a recalibration module."""
+        return {name for name, _ in self.named_parameters() if is_recalibration_key(name)}
+
+
+BACKBONES: dict[str, Callable[..., ResNetBackbone]] = {}
+
+
+def register_backbone(builder: Callable[..., ResNetBackbone]) -> Callable[..., ResNetBackbone]:
+    """Register a variant under its function name."""
+    BACKBONES[builder.__name__] = builder
+    return builder
+
+
+@register_backbone
+def resnet18(**kwargs) -> ResNetBackbone:
+    """ResNet-18: BasicBlocks (2, 2, 2, 2), 512-d features."""
+    return ResNetBackbone(RecalibratedBasicBlock, (2, 2, 2, 2), "imagenet", **kwargs)
+
+
+@register_backbone
+def resnet34(**kwargs) -> ResNetBackbone:
+    """ResNet-34: BasicBlocks (3, 4, 6, 3), 512-d features."""
+    return ResNetBackbone(RecalibratedBasicBlock, (3, 4, 6, 3), "imagenet", **kwargs)
+
+
+@register_backbone
+def resnet50(**kwargs) -> ResNetBackbone:
+    """ResNet-50: Bottlenecks (3, 4, 6, 3), 2048-d features."""
+    return ResNetBackbone(RecalibratedBottleneck, (3, 4, 6, 3), "imagenet", **kwargs)
+
+
+@register_backbone
+def resnet101(**kwargs) -> ResNetBackbone:
+    """ResNet-101: Bottlenecks (3, 4, 23, 3), 2048-d features."""
+    return ResNetBackbone(RecalibratedBottleneck, (3, 4, 23, 3), "imagenet", **kwargs)
+
+
+@register_backbone
+def resnet20(**kwargs) -> ResNetBackbone:
+    """CIFAR ResNet-20: 3 BasicBlocks per stage, 64-d features."""
+    return ResNetBackbone(RecalibratedBasicBlock, (3, 3, 3), "cifar", **kwargs)
+
+
+@register_backbone
+def resnet32(**kwargs) -> ResNetBackbone:
+    """CIFAR ResNet-32: 5 BasicBlocks per stage, 64-d features."""
+    return ResNetBackbone(RecalibratedBasicBlock, (5, 5, 5), "cifar", **kwargs)
+
+
+@register_backbone
+def resnet56(**kwargs) -> ResNetBackbone:
+    """CIFAR ResNet-56: 9 BasicBlocks per stage, 64-d features."""
+    return ResNetBackbone(RecalibratedBasicBlock, (9, 9, 9), "cifar", **kwargs)
+
+
+@register_backbone
+def resnet110(**kwargs) -> ResNetBackbone:
+    """CIFAR ResNet-110: 18 BasicBlocks per stage, 64-d features."""
+    return ResNetBackbone(RecalibratedBasicBlock, (18, 18, 18), "cifar", **kwargs)
+
+
+def create_backbone(
+    name: str,
+    recalibration: str | None = "none",
+    weights: str | None = None,
+    image_size: int = 224,
+    recalibration_kwargs: dict | None = None,
+) -> ResNetBackbone:
+    """Build a registered backbone, optionally loading pretrained weights.
+
+    Args:
+        name: A key of `BACKBONES` ("resnet18", ..., "resnet110").
+        recalibration: Module in every block: "none", "se", "srm", "ge_minus", "ge",
+            "ge_plus" or "mssar".
+        weights: None for random initialisation; a torchvision weights name ("IMAGENET1K_V1",
+            "IMAGENET1K_V2", "DEFAULT") read from torchvision's cache; or the path of a local
+            .pth/.pt state dict (raw, or nested under "state_dict" or "model").
+        image_size: Input resolution (global-extent GE-theta is tied to it).
+        recalibration_kwargs: Extra constructor arguments of the module (e.g. {"extent": 8}).
+
+    Returns:
+        The backbone; with weights, `backbone.weights_report` lists the keys that were missing.
+
+    Raises:
+        ValueError: Unknown name, or weights that do not fit the architecture.
+        FileNotFoundError: A weights file, or a torchvision checkpoint, that is not on disk.
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"Unknown backbone {name!r}; valid names: {', '.join(BACKBONES)}.")
+    backbone = BACKBONES[name](
+        recalibration=recalibration,
+        image_size=image_size,
+        recalibration_kwargs=recalibration_kwargs,
+    )
+    if weights is not None:
+        state_dict, source = read_state_dict(weights, name)
+        backbone.weights_report = load_backbone_weights(backbone, state_dict, source)
+    return backbone
+
+
+def read_state_dict(weights: str | Path, architecture: str) -> tuple[dict[str, Tensor], str]:
+    """Read a state dict from a local file or torchvision's cache, without downloading.
+
+    Args:
+        weights: A path ending in .pth/.pt (or any existing file), or a torchvision weights
+            name for `architecture` ("IMAGENET1K_V1", "DEFAULT", "ResNet50_Weights.DEFAULT").
+        architecture: Registered backbone name, used to look up torchvision's weights.
+
+    Returns:
+        The state dict and a description of where it came from, for error messages.
+    """
+    path = Path(weights).expanduser()
+    if path.suffix in LOCAL_WEIGHTS_SUFFIXES or path.is_file():
+        if not path.is_file():
+            raise FileNotFoundError(f"Weights file {path} does not exist (weights={weights!r}).")
+        try:
+            # Memory-mapped: the tensors are copied into the backbone anyway, so reading the
+            # whole file first would only double the peak memory.
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:
+            # Files saved before PyTorch 1.6 (legacy format) cannot be memory-mapped.
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        # Training checkpoints wrap the weights; accept the two common wrappers.
+        for wrapper_key in ("state_dict", "model"):
+            if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(wrapper_key), Mapping):
+                checkpoint = checkpoint[wrapper_key]
+                break
+        return dict(checkpoint), str(path)
+    return _read_torchvision_state_dict(str(weights), architecture)
+
+
+def _read_torchvision_state_dict(
+    weights_name: str, architecture: str
+) -> tuple[dict[str, Tensor], str]:
+    try:
+        weights_enum = torchvision.models.get_model_weights(architecture)
+    except ValueError:
+        raise ValueError(
+            f"torchvision has no pretrained weights for {architecture!r}, so "
+            f"weights={weights_name!r} cannot be resolved; pass the path of a local .pth file."
+        ) from None
+    member_name = weights_name.removeprefix(f"{weights_enum.__name__}.")
+    if member_name not in weights_enum.__members__:
+        raise ValueError(
+            f"weights={weights_name!r} is neither a local .pth/.pt file nor a torchvision weights "
+            f"name for {architecture}; valid names: {', '.join(weights_enum.__members__)}."
+        )
+    weights = weights_enum[member_name]
+    cache_dir = Path(torch.hub.get_dir()) / "checkpoints"
+    cached_file = cache_dir / Path(urlparse(weights.url).path).name
+    # No download is possible on the project machines, so fail before torchvision tries one.
+    if not cached_file.is_file():
+        raise FileNotFoundError(
+            f"{weights_enum.__name__}.{weights.name} is not in torchvision's cache "
+            f"({cached_file} not found; cache directory: torch.hub.get_dir() = "
+            f"{torch.hub.get_dir()}) and cannot be downloaded here. Copy the file there, or pass "
+            "its local path: create_backbone(..., weights='/path/to/resnet.pth')."
+        )
+    return weights.get_state_dict(progress=False), str(cached_file)
+
+
+def load_backbone_weights(
+    backbone: ResNetBackbone, state_dict: Mapping[str, Tensor], source: str = "state dict"
+) -> LoadReport:
+    """Load weights non-strictly after checking that they fit the architecture.
+
+    The torchvision classifier (`fc.*`) is dropped: heads live elsewhere. The only keys allowed
+    to be missing are the recalibration modules' own (and batch-norm `num_batches_tracked`
+    counters, which old checkpoints lack and which start at 0).
+
+    Args:
+        backbone: The backbone to load into; it is left untouched if the weights do not fit.
+        state_dict: Parameter and buffer tensors by name.
+        source: Where the weights came from, for error messages.
+
+    Returns:
+        The keys the weights lacked (sorted) and had in excess (empty).
+
+    Raises:
+        ValueError: Naming the keys that do not fit (missing base-layer keys, unexpected keys
+            or shape mismatches).
+    """
+    state_dict = {key: value for key, value in state_dict.items() if not key.startswith("fc.")}
+    expected = backbone.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    missing_base = [
+        key
+        for key in missing
+        if not is_recalibration_key(key) and not key.endswith("num_batches_tracked")
+    ]
+    mismatched = [
+        f"{key}: file {tuple(state_dict[key].shape)}, backbone {tuple(expected[key].shape)}"
+        for key in sorted(set(expected) & set(state_dict))
+        if state_dict[key].shape != expected[key].shape
+    ]
+    problems = [
+        f"{label} ({len(keys)}): {', '.join(keys[:10])}{' ...' if len(keys) > 10 else ''}"
+        for label, keys in (
+            ("missing base-layer keys", missing_base),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+        )
+        if keys
+    ]
+    if problems:
+        raise ValueError(
+            f"Weights from {source} do not fit this {backbone.layout} ResNet "
+            f"({len(backbone.stage_names)} stages, {backbone.feature_dim}-d features); check "
+            "that the file belongs to the chosen backbone. " + "; ".join(problems)
+        )
+    backbone.load_state_dict(state_dict, strict=False)
+    return LoadReport(missing_keys=missing, unexpected_keys=unexpected)

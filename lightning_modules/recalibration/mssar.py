@@ -1,0 +1,84 @@
+"""MS-SAR: Multi-Scale Spatially-Asymmetric Recalibration, in this project's reading.
+
+Wang, Xie, Qiao, Zhang, Zhang and Yuille, "Multi-Scale Spatially-Asymmetric Recalibration for
+Image Classification", ECCV 2018, arXiv:1804.00787.
+
+The paper computes each neuron's importance from its surrounding region at several scales, with
+a spatially asymmetric weighting (one weight per relative position), and multiplies the response
+by it. No public implementation is known and the full formulas were not available, so this is
+the project's own formulation of that description (see shared/reference/recalibration.md):
+
+    a_s = upsample_to(H, W)( DepthwiseConv3x3_s( AvgPool(kernel=s, stride=s)(x) ) )  per scale s
+    g   = sigmoid(BN(sum_s a_s)),   out = x * g
+
+The depthwise 3x3 weights are the asymmetric weighting of a neuron's neighbourhood; pooling by
+s first makes the same 3x3 window cover a region s times wider. Results obtained with it are
+results of this formulation, not a reproduction of the paper's numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+DEFAULT_SCALES = (1, 2, 4)
+
+
+class MultiScaleSpatiallyAsymmetricRecalibration(nn.Module):
+    """MS-SAR as read by this project: a sigmoid gate from multi-scale depthwise 3x3 responses.
+
+    Extra parameters: `9C` per scale (no convolution biases, since batch norm follows) `+ 2C`.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        scales: Sequence[int] = DEFAULT_SCALES,
+        upsample_mode: str = "nearest",
+    ) -> None:
+        """Build one depthwise 3x3 convolution per scale and the shared batch norm.
+
+        Args:
+            channels: Number of channels C of the feature map it recalibrates.
+            scales: Pooling factors s, one branch each; 1 means no pooling.
+            upsample_mode: `F.interpolate` mode that brings a pooled branch back to (H, W).
+        """
+        super().__init__()
+        scales = tuple(scales)
+        if not scales or len(set(scales)) != len(scales) or min(scales) < 1:
+            raise ValueError(f"MS-SAR scales must be distinct positive integers, got {scales}.")
+        self.scales = scales
+        self.upsample_mode = upsample_mode
+        self.depthwise_convs = nn.ModuleList(
+            nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False) for _ in scales
+        )
+        self.bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Recalibrate a (B, C, H, W) feature map; the output has the same shape."""
+        size = x.shape[-2:]
+        importance: Tensor | None = None
+        for scale, depthwise_conv in zip(self.scales, self.depthwise_convs, strict=True):
+            if scale == 1:
+                response = depthwise_conv(x)
+            else:
+                # ceil_mode keeps the border rows and columns that do not fill a whole window
+                # (a 7x7 map pooled by 4 gives 2x2, not 1x1) and a map smaller than s gives 1x1
+                # instead of an error; partial windows average over their valid positions.
+                pooled = F.avg_pool2d(x, scale, scale, ceil_mode=True)
+                response = F.interpolate(depthwise_conv(pooled), size=size, mode=self.upsample_mode)
+            importance = response if importance is None else importance + response
+        return x * torch.sigmoid(self.bn(importance))
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters trained without weight decay: none.
+
+        The paper states no exemption, so the standard recipe (decay everything) applies.
+
+        Returns:
+            An empty set.
+        """
+        return set()
