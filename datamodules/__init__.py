@@ -1,0 +1,1 @@
+"""DataModules: one multi-domain base, one thin file per dataset, transforms and demo data."""

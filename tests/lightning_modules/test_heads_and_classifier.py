@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lightning_modules.classifier import MultiDomainClassifier
+from lightning_modules.heads import MultiDomainHead
+from lightning_modules.metrics import (
+    DomainAccuracy,
+    metric_safe_name,
+    per_class_accuracy,
+    summarize_domains,
+)
+
+
+def test_metric_safe_name_is_consistent() -> None:
+    assert metric_safe_name("Real World") == "Real_World"
+    assert metric_safe_name("Real_World") == "Real_World"
+    assert metric_safe_name("photos (new cam) v1.2") == "photos_new_cam_v1_2"
+    with pytest.raises(ValueError):
+        metric_safe_name("  ")
+
+
+def test_each_sample_goes_through_its_own_domains_head() -> None:
+    torch.manual_seed(0)
+    head = MultiDomainHead(8, 3, ["Art", "Real World"])
+    features = torch.randn(4, 8)
+    domains = torch.tensor([0, 1, 1, 0])
+    logits = head(features, domains)
+    art, real = head.heads["Art"], head.heads["Real_World"]
+    expected = torch.stack(
+        [art(features[0]), real(features[1]), real(features[2]), art(features[3])]
+    )
+    torch.testing.assert_close(logits, expected)
+
+
+def test_unseen_domain_uses_mean_of_head_probabilities() -> None:
+    torch.manual_seed(0)
+    head = MultiDomainHead(8, 3, ["Art", "Clipart", "Product"], head_domains=["Clipart", "Product"])
+    features = torch.randn(5, 8)
+    unseen = torch.zeros(5, dtype=torch.long)  # Art has no head
+    probabilities = head(features, unseen).softmax(dim=1)
+    expected = (
+        head.heads["Clipart"](features).softmax(1) + head.heads["Product"](features).softmax(1)
+    ) / 2
+    torch.testing.assert_close(probabilities, expected)
+
+
+def test_unseen_domain_uses_shared_head_when_present() -> None:
+    head = MultiDomainHead(8, 3, ["Art", "Clipart"], head_domains=["Clipart"], shared_head=True)
+    features = torch.randn(2, 8)
+    torch.testing.assert_close(head(features, torch.tensor([0, 0])), head.shared(features))
+
+
+def test_domain_accuracy_counts_per_domain_and_summary_uses_trained_domains() -> None:
+    metric = DomainAccuracy(["A", "B", "C"], num_classes=2)
+    metric.update(
+        torch.tensor([0, 1, 1, 0, 1]), torch.tensor([0, 1, 0, 0, 0]), torch.tensor([0, 0, 1, 2, 2])
+    )
+    matrices = metric.confusion_matrices()
+    assert {n: int(m.sum()) for n, m in matrices.items()} == {"A": 2, "B": 1, "C": 2}
+    accuracies = {n: (m.diagonal().sum() / m.sum()).item() for n, m in matrices.items()}
+    assert accuracies == {"A": 1.0, "B": 0.0, "C": 0.5}
+    summary = summarize_domains(accuracies, selection_domains=["A", "B"])
+    assert summary == {"acc_mean": 0.5, "acc_worst": 0.0, "acc_held_out_mean": 0.5}
+    per_class = per_class_accuracy(matrices["C"])
+    assert per_class[0].item() == 0.5 and torch.isnan(per_class[1])  # class 1 has no sample
+
+
+def build_model(**kwargs) -> MultiDomainClassifier:
+    defaults = dict(
+        backbone="resnet20",
+        recalibration="srm",
+        num_classes=3,
+        domain_names=["A", "B"],
+        image_size=32,
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.1, weight_decay=1e-4),
+    )
+    return MultiDomainClassifier(**{**defaults, **kwargs})
+
+
+def test_recalibration_parameters_are_exempt_from_weight_decay_by_default() -> None:
+    model = build_model()
+    optimizer = model.configure_optimizers()
+    groups = {group["name"]: group for group in optimizer.param_groups}
+    exempt_ids = {id(p) for p in groups["backbone_no_weight_decay"]["params"]}
+    named = dict(model.backbone.named_parameters())
+    expected = {id(named[name]) for name in model.backbone.no_weight_decay()}
+    assert exempt_ids == expected and expected
+    assert groups["backbone_no_weight_decay"]["weight_decay"] == 0.0
+    assert groups["backbone"]["weight_decay"] == 1e-4
+    # every parameter is in exactly one group
+    all_ids = [id(p) for g in optimizer.param_groups for p in g["params"]]
+    assert sorted(all_ids) == sorted(id(p) for p in model.parameters())
+
+    decayed = build_model(recalibration_weight_decay=True).configure_optimizers()
+    assert "backbone_no_weight_decay" not in {g["name"] for g in decayed.param_groups}
+
+
+def test_backbone_learning_rate_multiplier() -> None:
+    optimizer = build_model(backbone_lr_multiplier=0.1).configure_optimizers()
+    lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
+    assert lrs["heads"] == pytest.approx(0.1)
+    assert lrs["backbone"] == pytest.approx(0.01)
+
+
+def test_non_positive_learning_rate_is_a_clear_error() -> None:
+    model = build_model(optimizer=lambda params: torch.optim.SGD(params, lr=0.0))
+    with pytest.raises(ValueError, match="must be positive"):
+        model.configure_optimizers()
+
+
+def test_uint8_batches_are_normalised_on_transfer() -> None:
+    model = build_model()
+    images = torch.full((2, 3, 4, 4), 255, dtype=torch.uint8)
+    normalised, _labels, _domains = model.on_after_batch_transfer(
+        (images, torch.tensor([0, 1]), torch.tensor([0, 0]))
+    )
+    assert normalised.dtype == torch.float32
+    torch.testing.assert_close(
+        normalised[0, :, 0, 0],
+        torch.tensor([(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225]),
+    )
