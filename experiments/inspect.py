@@ -87,8 +87,16 @@ def count_macs(model: nn.Module, image_size: int) -> int:
 
 
 def build_classifier(backbone: str, recalibration: str, image_size: int) -> nn.Sequential:
-    """The backbone followed by a 1000-class linear classifier, randomly initialised."""
-    features = create_backbone(backbone, recalibration, image_size=image_size)
+    """The backbone followed by a 1000-class linear classifier, randomly initialised.
+
+    SRM is built with its reference formula rather than the fused kernel: the count is of the
+    arithmetic the module defines, and the fused autograd function hides its ops from the
+    counter.
+    """
+    kwargs = {"fused": False} if recalibration == "srm" else None
+    features = create_backbone(
+        backbone, recalibration, image_size=image_size, recalibration_kwargs=kwargs
+    )
     return nn.Sequential(features, nn.Linear(features.feature_dim, NUM_CLASSES))
 
 

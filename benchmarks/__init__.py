@@ -1,0 +1,107 @@
+"""Benchmarks that `make bench` runs (`python -m benchmarks.run`); results go to `results/`.
+
+Each benchmark returns a result dictionary (machine description, settings, rows) that
+`write_result` stores as `results/<name>.json` plus a Markdown table `results/<name>.md`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+RESULTS_DIR = Path(__file__).parent / "results"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_description(device: str = "cpu") -> dict:
+    """Cores, CPU model, torch version and the device, stored with every result."""
+    description = {
+        "cpu_model": cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "cpu_cores_usable": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else None,
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "device": device,
+        # The one-minute load average says how busy the machine was (timings are ratios measured
+        # interleaved in one process precisely because the load was not always zero).
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        description["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return description
+
+
+def median_seconds(function: Callable[[], object], repeats: int) -> float:
+    """Median wall time of `repeats` calls (after none: callers warm up themselves)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[dict]) -> str:
+    """A GitHub Markdown table of `rows` restricted to `columns`; floats to 3 significant digits."""
+
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+        return "" if value is None else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(column)) for column in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_result(
+    name: str, result: dict, columns: Sequence[str], notes: str, results_dir: Path | None = None
+) -> tuple[Path, Path]:
+    """Store `result` as `<name>.json` and a Markdown page `<name>.md` (machine, settings, table).
+
+    Args:
+        name: Benchmark name, the files' stem.
+        result: Must hold `machine`, `settings` and `rows` (a list of dicts).
+        columns: The row keys shown in the Markdown table, in order.
+        notes: Markdown paragraph under the table: how it was measured and what it means.
+        results_dir: Where to write; `benchmarks/results` by default.
+
+    Returns:
+        The paths of the JSON and Markdown files.
+    """
+    results_dir = Path(results_dir or RESULTS_DIR)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    json_path = results_dir / f"{name}.json"
+    json_path.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
+    machine = result["machine"]
+    machine_line = ", ".join(f"{key}: {value}" for key, value in machine.items())
+    settings_line = ", ".join(f"{key}: {value}" for key, value in result["settings"].items())
+    markdown = (
+        f"# Benchmark: {name}\n\n"
+        f"Machine: {machine_line}\n\n"
+        f"Settings: {settings_line}\n\n"
+        f"{markdown_table(columns, result['rows'])}\n\n{notes.strip()}\n"
+    )
+    markdown_path = results_dir / f"{name}.md"
+    markdown_path.write_text(markdown)
+    return json_path, markdown_path

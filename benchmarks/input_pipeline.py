@@ -1,0 +1,229 @@
+"""Input pipeline throughput: decode + training augmentation + collate, ours against torchvision.
+
+Photo-like JPEGs (smooth colour noise with shapes and grain, quality 90, half 800x600 and half
+1024x768, like Office-Home's photos) are generated into a temporary folder. Two pipelines read
+them into batches of 224-px training crops:
+
+- ours: the project's `ImageSampleDataset` (JPEG draft decoding at reduced size, albumentations
+  RandomResizedCrop + flip on uint8, uint8 collate) and `normalize_batch` once per batch;
+- baseline: PIL full-size decoding + `torchvision.transforms.v2` RandomResizedCrop(224),
+  RandomHorizontalFlip, ToImage, ToDtype(float32, scale=True), Normalize per image.
+
+Per core: `num_workers=0` with one torch and one OpenCV thread, the two pipelines alternating
+over several passes (median images/s). With workers: `num_workers=N` persistent workers, one
+untimed pass to start them, then timed passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFilter
+from torch.utils.data import DataLoader, Dataset
+
+from benchmarks import machine_description, write_result
+from datamodules.base import ImageSampleDataset, Sample
+from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch, train_transform
+
+NAME = "input_pipeline"
+SIZES = ((800, 600), (1024, 768))
+
+
+def photo_like_image(width: int, height: int, rng: np.random.Generator) -> Image.Image:
+    """Smooth colour field + a few blurred shapes + sensor-like grain: compresses like a photo."""
+    coarse = rng.uniform(0, 255, size=(6, 8, 3)).astype(np.uint8)
+    image = Image.fromarray(coarse).resize((width, height), Image.BICUBIC)
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x0, y0 = rng.integers(0, width - 40), rng.integers(0, height - 40)
+        x1, y1 = x0 + rng.integers(30, width // 2), y0 + rng.integers(30, height // 2)
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        if rng.random() < 0.5:
+            draw.ellipse((x0, y0, x1, y1), fill=colour)
+        else:
+            draw.rectangle((x0, y0, x1, y1), fill=colour)
+    image = image.filter(ImageFilter.GaussianBlur(2))
+    grain = rng.normal(0, 6, size=(height, width, 3))
+    return Image.fromarray(np.clip(np.asarray(image) + grain, 0, 255).astype(np.uint8))
+
+
+def generate_jpegs(folder: Path, count: int, seed: int = 0) -> list[Path]:
+    """Write `count` photo-like JPEGs (alternating the two sizes) into `folder`."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for index in range(count):
+        width, height = SIZES[index % len(SIZES)]
+        path = folder / f"{index:05d}.jpg"
+        photo_like_image(width, height, rng).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+class TorchvisionBaselineDataset(Dataset):
+    """PIL full decoding + torchvision.transforms.v2 float pipeline, per image."""
+
+    def __init__(self, paths: list[Path], image_size: int) -> None:
+        from torchvision.transforms import v2
+
+        self.paths = paths
+        self.transform = v2.Compose(
+            [
+                v2.RandomResizedCrop(image_size, antialias=True),
+                v2.RandomHorizontalFlip(),
+                v2.ToImage(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ]
+        )
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        with Image.open(self.paths[index]) as image:
+            return self.transform(image.convert("RGB")), 0
+
+
+def make_loaders(paths, image_size: int, batch_size: int, num_workers: int) -> dict:
+    """Name -> (DataLoader, whether its batches still need `normalize_batch`)."""
+    ours = ImageSampleDataset(
+        [Sample(str(path), 0, 0) for path in paths],
+        train_transform(image_size),
+        min_decode_side=image_size,
+    )
+    baseline = TorchvisionBaselineDataset(paths, image_size)
+    options = {
+        "batch_size": batch_size,
+        "num_workers": num_workers,
+        "persistent_workers": num_workers > 0,
+        "worker_init_fn": _one_thread_worker,
+    }
+    return {
+        "ours": (DataLoader(ours, **options), True),
+        "torchvision_baseline": (DataLoader(baseline, **options), False),
+    }
+
+
+def _one_thread_worker(_worker_id: int) -> None:
+    # One process = one core: OpenCV would otherwise start its own thread pool in each worker.
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def one_pass(loader: DataLoader, normalize: bool) -> tuple[int, float]:
+    """Images delivered and seconds taken for one pass over the loader (as float batches)."""
+    start = time.perf_counter()
+    count = 0
+    for batch in loader:
+        images = batch[0]
+        if normalize:
+            # Counted here, on the CPU, although training does it on the accelerator.
+            images = normalize_batch(images)
+        count += images.shape[0]
+    return count, time.perf_counter() - start
+
+
+def run(
+    num_images: int = 64,
+    image_size: int = 224,
+    batch_size: int = 16,
+    repeats: int = 3,
+    num_workers: int = 2,
+) -> dict:
+    """Measure both pipelines per core and with workers; return the result dictionary."""
+    import cv2
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="stylebench-jpegs-") as folder:
+        paths = generate_jpegs(Path(folder), num_images)
+        settings_by_mode = [("per core (num_workers=0)", 0)]
+        if num_workers > 0:
+            settings_by_mode.append((f"num_workers={num_workers}", num_workers))
+        for mode, workers in settings_by_mode:
+            torch.manual_seed(0)
+            loaders = make_loaders(paths, image_size, batch_size, workers)
+            if workers > 0:
+                for loader, normalize in loaders.values():
+                    one_pass(loader, normalize)  # starts the persistent workers
+            rates: dict[str, list[float]] = {name: [] for name in loaders}
+            for _ in range(repeats):
+                for name, (loader, normalize) in loaders.items():
+                    count, seconds = one_pass(loader, normalize)
+                    rates[name].append(count / seconds)
+            baseline = statistics.median(rates["torchvision_baseline"])
+            for name, values in rates.items():
+                rows.append(
+                    {
+                        "pipeline": name,
+                        "mode": mode,
+                        "images_per_s": statistics.median(values),
+                        "repeats": len(values),
+                        "ratio_to_baseline": statistics.median(values) / baseline,
+                    }
+                )
+            del loaders
+    per_core = {row["pipeline"]: row for row in rows if row["mode"].startswith("per core")}
+    return {
+        "name": NAME,
+        "machine": machine_description("cpu"),
+        "settings": {
+            "num_images": num_images,
+            "jpeg_sizes": " and ".join(f"{w}x{h}" for w, h in SIZES),
+            "jpeg_quality": 90,
+            "image_size": image_size,
+            "batch_size": batch_size,
+            "passes": repeats,
+            "workers": num_workers,
+        },
+        "rows": rows,
+        "targets": {
+            "ours_per_core_ge_2x_baseline": per_core["ours"]["ratio_to_baseline"] >= 2.0,
+        },
+    }
+
+
+COLUMNS = ("pipeline", "mode", "images_per_s", "repeats", "ratio_to_baseline")
+
+NOTES = """
+images/s = images delivered as normalised float batches, decode + augmentation + collate (ours
+also `normalize_batch`, here on the CPU), median over `repeats` passes over the generated JPEGs,
+the two pipelines alternating. Per core: `num_workers=0`, one torch thread, one OpenCV thread.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """This benchmark's options (shared with `benchmarks.run`)."""
+    parser.add_argument("--num-images", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per pipeline")
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--name", default=NAME, help="result file stem")
+
+
+def run_from_args(args: argparse.Namespace, results_dir=None) -> dict:
+    """Run with parsed options and write the result files."""
+    result = run(args.num_images, args.image_size, args.batch_size, args.repeats, args.num_workers)
+    write_result(args.name, result, COLUMNS, NOTES, results_dir)
+    return result
+
+
+def main(argv=None) -> dict:
+    """Command line: `python -m benchmarks.input_pipeline [--num-images ...]`."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Run the benchmarks (`make bench`): all of them, or those named, each writing its results.
+
+    python -m benchmarks.run                      # step_time, input_pipeline, demo_epoch
+    python -m benchmarks.run --only step_time --repeats 3
+    python -m benchmarks.run --quick --results-dir /tmp/bench   # seconds-long smoke run
+
+Options after the known ones are not accepted; run a single benchmark's module
+(`python -m benchmarks.step_time --help`) for all of its settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from benchmarks import RESULTS_DIR, demo_epoch, input_pipeline, step_time
+
+BENCHMARKS = {
+    "step_time": step_time,
+    "input_pipeline": input_pipeline,
+    "demo_epoch": demo_epoch,
+}
+
+# Tiny settings that exercise every code path of each benchmark in seconds (tests, CI).
+QUICK_OVERRIDES = {
+    "step_time": {
+        "batch_size": 2,
+        "image_size": 64,
+        "repeats": 1,
+        "warmup": 0,
+        "backbones": ["resnet18"],
+        "modules": ["none", "srm"],
+        "no_timm": True,
+    },
+    "input_pipeline": {"num_images": 4, "repeats": 1, "batch_size": 2, "num_workers": 0},
+    "demo_epoch": {},
+}
+QUICK_DEMO_ARGS = ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2"]
+
+
+def benchmark_arguments(name: str, quick: bool, repeats: int | None) -> argparse.Namespace:
+    """The benchmark's default options, with the quick overrides and `--repeats` applied."""
+    parser = argparse.ArgumentParser()
+    BENCHMARKS[name].add_arguments(parser)
+    args = parser.parse_args([])
+    if quick:
+        for key, value in QUICK_OVERRIDES[name].items():
+            setattr(args, key, value)
+    if repeats is not None and hasattr(args, "repeats"):
+        args.repeats = repeats
+    return args
+
+
+def main(argv=None) -> None:
+    """Parse the command line and run the chosen benchmarks in order."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument("--repeats", type=int, default=None, help="override timed repeats")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+    for name in args.only:
+        start = time.perf_counter()
+        options = benchmark_arguments(name, args.quick, args.repeats)
+        if name == "demo_epoch":
+            demo_epoch.run_from_args(
+                options, args.results_dir, QUICK_DEMO_ARGS if args.quick else None
+            )
+        else:
+            BENCHMARKS[name].run_from_args(options, args.results_dir)
+        elapsed = time.perf_counter() - start
+        print(f"{name}: {elapsed:.0f} s -> {args.results_dir / name}.md", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Smoke test of the benchmark code on tiny sizes: it runs and writes well-formed results.
+
+Timings are not asserted (they belong in `benchmarks/results/`, not in tests); the demo epoch is
+left out because the experiments tests already train the demo configuration end to end.
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from benchmarks import run as bench_run
+
+
+def check_result_files(results_dir, name: str, row_keys: set[str]) -> dict:
+    result = json.loads((results_dir / f"{name}.json").read_text())
+    assert result["name"] == name
+    assert {"cpu_model", "cpu_cores", "torch_version", "device"} <= set(result["machine"])
+    assert result["rows"]
+    for row in result["rows"]:
+        assert row_keys <= set(row), row
+    markdown = (results_dir / f"{name}.md").read_text()
+    assert markdown.startswith(f"# Benchmark: {name}")
+    assert "torch_version" in markdown and "| --- " not in markdown
+    return result
+
+
+def test_quick_step_time_and_input_pipeline(tmp_path) -> None:
+    threads = torch.get_num_threads()
+    try:
+        bench_run.main(
+            ["--quick", "--only", "step_time", "input_pipeline", "--results-dir", str(tmp_path)]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    step = check_result_files(
+        tmp_path,
+        "step_time",
+        {"model", "step_ms_median", "repeats", "time_ratio", "activation_mb", "peak_ratio"},
+    )
+    models = {row["model"] for row in step["rows"]}
+    assert models == {"resnet18-none", "resnet18-srm", "resnet18-srm_reference"}
+    by_model = {row["model"]: row for row in step["rows"]}
+    assert by_model["resnet18-none"]["time_ratio"] == 1.0
+    # The fused SRM saves no more for the backward than the reference formula does.
+    assert (
+        by_model["resnet18-srm"]["activation_mb"]
+        <= by_model["resnet18-srm_reference"]["activation_mb"]
+    )
+    pipeline = check_result_files(
+        tmp_path, "input_pipeline", {"pipeline", "mode", "images_per_s", "ratio_to_baseline"}
+    )
+    assert {row["pipeline"] for row in pipeline["rows"]} == {"ours", "torchvision_baseline"}
+    assert "ours_per_core_ge_2x_baseline" in pipeline["targets"]
