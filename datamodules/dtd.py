@@ -1,0 +1,274 @@
+"""DTD, the Describable Textures Dataset (Cimpoi et al., CVPR 2014): 47 texture classes.
+
+One domain ("dtd") of the multi-domain machinery. Reads the archive as distributed
+(`dtd/images/<class>/<class>_<NNNN>.jpg`, `dtd/labels/{train,val,test}{1..10}.txt`, each line a
+path relative to `images/`). Two protocols:
+
+- official partitions (`partition` 1..10): train on `train<p>` (or `train<p>` + `val<p>` with
+  `train_on: train+val`), validate on `val<p>`, test on `test<p>`;
+- stratified, seeded k-fold cross-validation over every image under `images/` (`num_folds`,
+  `fold`; the SRM paper reports 5 folds): fold `k` is both the validation and the test split and
+  the other folds are trained on; label files are not read.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from datamodules.base import DatasetLayoutError, DomainSource, MultiDomainDataModule, Sample
+from datamodules.dtd_demo_data import DTD_NUM_PARTITIONS, DTD_SPLITS, ensure_dtd_demo
+
+DTD_DOMAIN = "dtd"
+TRAIN_ON_CHOICES = ("train", "train+val")
+
+DTD_HELP = (
+    "DTD cannot be downloaded here. Get dtd-r1.0.1.tar.gz from "
+    "https://www.robots.ox.ac.uk/~vgg/data/dtd/, extract it, and pass the `dtd` folder (the one "
+    "holding images/ and labels/) as `--data.init_args.root`. Expected layout: "
+    "<root>/images/<class>/<class>_<NNNN>.jpg (47 class folders) and "
+    "<root>/labels/{train,val,test}{1..10}.txt. To try the pipeline without it: "
+    "python -m experiments.dtd fit --config configs/dtd/demo.yaml"
+)
+
+
+def find_dtd_root(root: str | Path) -> Path:
+    """The folder holding `images/` and `labels/`: `root` itself, `root/dtd` (the extracted
+    archive's parent) or `root/dtd/dtd` (torchvision's download folder)."""
+    root = Path(root).expanduser()
+    candidates = [root, root / "dtd", root / "dtd" / "dtd"]
+    for candidate in candidates:
+        if (candidate / "images").is_dir():
+            return candidate
+    looked = ", ".join(str(c / "images") for c in candidates)
+    raise DatasetLayoutError(f"DTD not found: no images/ folder at {looked}. {DTD_HELP}")
+
+
+def _label_line_problem(entry: str, images_dir: Path, class_names: set[str]) -> str | None:
+    """What is wrong with one label-file entry, or None."""
+    relative = PurePosixPath(entry)
+    if relative.is_absolute() or "\\" in entry or ".." in relative.parts:
+        return "paths must be relative to images/ (no leading '/', '\\' or '..')"
+    if len(relative.parts) != 2:
+        return "expected <class>/<file>"
+    if relative.parts[0] not in class_names:
+        return f"unknown class {relative.parts[0]!r} (no folder {images_dir / relative.parts[0]})"
+    if not (images_dir / entry).is_file():
+        return f"file {images_dir / entry} does not exist"
+    return None
+
+
+def read_label_file(path: Path, images_dir: Path, class_names: set[str]) -> list[str]:
+    """Relative image paths listed in one label file, checked line by line.
+
+    Every line must be `<class>/<file>` inside `images/` (no absolute paths, no `..`), with a
+    known class, an existing file and no repetition; an error names the file and line.
+    """
+    if not path.is_file():
+        raise DatasetLayoutError(f"DTD label file {path} does not exist. {DTD_HELP}")
+    first_line: dict[str, int] = {}
+    for line_number, line in enumerate(path.read_text().splitlines(), start=1):
+        entry = line.strip()
+        if not entry:
+            continue
+        problem = _label_line_problem(entry, images_dir, class_names)
+        if problem is None and entry in first_line:
+            problem = f"duplicate of line {first_line[entry]}"
+        if problem is not None:
+            raise DatasetLayoutError(f"{path}, line {line_number}: {entry!r}: {problem}")
+        first_line[entry] = line_number
+    if not first_line:
+        raise DatasetLayoutError(f"DTD label file {path} lists no images")
+    return list(first_line)
+
+
+def stratified_folds(
+    files_by_class: dict[str, list[str]], class_names: list[str], num_folds: int, seed: int
+) -> list[int]:
+    """Fold index of every file (in class order, then file order): each class is shuffled and
+    dealt round-robin, continuing where the previous class stopped, so that per-class and total
+    fold sizes differ by at most one."""
+    folds: list[int] = []
+    offset = 0
+    for class_name in class_names:
+        files = files_by_class[class_name]
+        # A per-class stream: a class's folds do not depend on which other classes exist.
+        rng = np.random.default_rng([seed, zlib.crc32(class_name.encode())])
+        fold_of_rank = (np.arange(len(files)) + offset) % num_folds
+        class_folds = np.empty(len(files), dtype=int)
+        class_folds[rng.permutation(len(files))] = fold_of_rank
+        folds += class_folds.tolist()
+        offset += len(files)
+    return folds
+
+
+class DTDDataModule(MultiDomainDataModule):
+    """DTD in its published layout: official partitions or stratified k-fold cross-validation.
+
+    In fold mode the held-out fold is both `val` and `test` (there is no third split to select
+    models on), so report the last epoch's model, not the best on validation.
+    """
+
+    dataset_name = "dtd"
+
+    def __init__(
+        self,
+        root: str,
+        partition: int = 1,
+        train_on: str = "train+val",
+        num_folds: int | None = None,
+        fold: int = 1,
+        **kwargs,
+    ) -> None:
+        """DTD DataModule.
+
+        Args:
+            root: the `dtd` folder holding `images/` and `labels/` (its parent, or torchvision's
+                download folder `<root>/dtd/dtd`, are found too).
+            partition: official partition 1..10 (ignored in fold mode).
+            train_on: "train" (validate on `val<p>`) or "train+val" (the usual protocol: train
+                on both, test on `test<p>`; the validation metrics are then on training images).
+            num_folds: k of a stratified, seeded k-fold cross-validation over all images (e.g.
+                5, as in the SRM paper); null uses the official partitions.
+            fold: the held-out fold 1..num_folds: both the validation and the test split; the
+                other folds are trained on. Folds are seeded by `split_seed`.
+            **kwargs: the shared image, augmentation and loader settings of
+                `MultiDomainDataModule` (`split_seed` seeds the folds).
+        """
+        # Fixed below, so the CLI does not offer them; only a direct call can pass them.
+        not_applicable = sorted({"held_out_domains", "val_fraction", "test_fraction"} & set(kwargs))
+        if not_applicable:
+            raise ValueError(
+                f"DTD has fixed splits and one domain; {not_applicable} do not apply. Use "
+                "`partition` and `train_on`, or `num_folds` and `fold`."
+            )
+        if not 1 <= partition <= DTD_NUM_PARTITIONS:
+            raise ValueError(f"partition={partition} must be in 1..{DTD_NUM_PARTITIONS}")
+        if train_on not in TRAIN_ON_CHOICES:
+            raise ValueError(f"train_on={train_on!r} must be one of {list(TRAIN_ON_CHOICES)}")
+        if num_folds is not None and (num_folds < 2 or not 1 <= fold <= num_folds):
+            raise ValueError(
+                f"num_folds={num_folds} must be at least 2 and fold={fold} in 1..num_folds"
+            )
+        self.partition = partition
+        self.train_on = train_on
+        self.num_folds = num_folds
+        self.fold = fold
+        # Splits are read from label files or folds; the base's fractions must not apply.
+        super().__init__(
+            root=root, held_out_domains=None, val_fraction=0.0, test_fraction=0.0, **kwargs
+        )
+
+    def domain_sources(self) -> list[DomainSource]:
+        self.dtd_root = find_dtd_root(self.root)
+        return [DomainSource(name=DTD_DOMAIN, root=str(self.dtd_root / "images"))]
+
+    @property
+    def protocol(self) -> str:
+        if self.num_folds is not None:
+            return f"fold{self.fold}of{self.num_folds}"
+        return f"partition{self.partition}" + ("_trainval" if self.train_on == "train+val" else "")
+
+    def _build_splits(self) -> None:
+        (domain,) = self.domains
+        self.split_samples = {"train": [], "val": [], "test": []}
+        if self.num_folds is not None:
+            paths = [p for name in self.class_names for p in domain.files_by_class[name]]
+            labels = [
+                i for i, name in enumerate(self.class_names) for _ in domain.files_by_class[name]
+            ]
+            folds = stratified_folds(
+                domain.files_by_class, self.class_names, self.num_folds, self.split_seed
+            )
+            for path, label, fold in zip(paths, labels, folds, strict=True):
+                sample = Sample(path, label, 0)
+                if fold == self.fold - 1:
+                    self.split_samples["val"].append(sample)
+                    self.split_samples["test"].append(sample)
+                else:
+                    self.split_samples["train"].append(sample)
+            return
+        lists = self._read_partition()
+        chosen = {
+            "train": lists["train"] + (lists["val"] if self.train_on == "train+val" else []),
+            "val": lists["val"],
+            "test": lists["test"],
+        }
+        label_of = {name: index for index, name in enumerate(self.class_names)}
+        for split, entries in chosen.items():
+            self.split_samples[split] = [
+                Sample(str(domain.root / entry), label_of[PurePosixPath(entry).parts[0]], 0)
+                for entry in entries
+            ]
+
+    def list_files(self) -> list[tuple[str, str]]:
+        """The partition's label files, for the data check (fold mode reads none)."""
+        if self.num_folds is not None:
+            return []
+        labels_dir, images_dir = self.dtd_root / "labels", self.dtd_root / "images"
+        return [(str(labels_dir / f"{s}{self.partition}.txt"), str(images_dir)) for s in DTD_SPLITS]
+
+    def _read_partition(self) -> dict[str, list[str]]:
+        """The partition's three label files, validated, and checked to be disjoint."""
+        images_dir = self.dtd_root / "images"
+        labels_dir = self.dtd_root / "labels"
+        if not labels_dir.is_dir():
+            raise DatasetLayoutError(f"DTD labels folder {labels_dir} does not exist. {DTD_HELP}")
+        lists = {
+            split: read_label_file(
+                labels_dir / f"{split}{self.partition}.txt", images_dir, set(self.class_names)
+            )
+            for split in DTD_SPLITS
+        }
+        for index, first in enumerate(DTD_SPLITS):
+            for second in DTD_SPLITS[index + 1 :]:
+                shared = sorted(set(lists[first]) & set(lists[second]))
+                if shared:
+                    raise DatasetLayoutError(
+                        f"{labels_dir}: {first}{self.partition}.txt and "
+                        f"{second}{self.partition}.txt share {len(shared)} images, e.g. "
+                        f"{shared[:3]}; the splits of a partition must be disjoint"
+                    )
+        return lists
+
+
+class DTDDemoDataModule(DTDDataModule):
+    """Generated textures in the DTD layout (with all ten partitions), created on first use.
+
+    Same layout and code path as the real dataset.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        demo_classes: int = 8,
+        images_per_class: int = 30,
+        demo_image_size: int = 64,
+        demo_seed: int = 0,
+        cache_dir: str | None = None,
+        **kwargs,
+    ) -> None:
+        """DTD demo DataModule.
+
+        Args:
+            root: where the demo data is (default: generated into the cache folder).
+            demo_classes: number of procedural texture classes to generate (2..10).
+            images_per_class: images per class (each split of a partition gets a third).
+            demo_image_size: side of the generated images.
+            demo_seed: seed of the generator.
+            cache_dir: cache folder (default: $STYLEBENCH_DATA_DIR or ~/.cache/stylebench).
+            **kwargs: the settings of `DTDDataModule`.
+        """
+        if root is None:
+            root = str(
+                ensure_dtd_demo(
+                    cache_dir,
+                    num_classes=demo_classes,
+                    images_per_class=images_per_class,
+                    image_size=demo_image_size,
+                    seed=demo_seed,
+                )
+            )
+        super().__init__(root=root, **kwargs)
