@@ -1,0 +1,297 @@
+"""Compare MLflow runs: per-domain accuracy grouped by backbone x module, mean +- std over seeds.
+
+    python -m experiments.compare --experiment officehome [--tag data=demo]
+        [--filter "params.`data.images_per_class` = '40'"] [--tracking-uri URI] [--log-report]
+
+Prints a table and writes `<output-dir>/<experiment>_comparison.{md,csv,png}`. Each run counts
+with its test accuracy (`test/acc/<domain>`) when it has one, else its validation accuracy;
+runs are grouped by their `protocol`, `backbone` and `module` tags, so the seeds of one setting
+give the mean and std. Only finished `fit` runs count by default (a `validate`/`test` run
+re-evaluates a checkpoint that a fit run already reports). `--log-report` logs the files as a
+run tagged `report=true` in the same experiment; comparisons skip such runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.entities import Run
+
+from lightning_modules.artifacts import NUM_PARAMETERS_KEY, accuracy_bar_chart
+from lightning_modules.tracking import default_tracking_uri
+
+REPORT_TAG = "report"
+GROUP_TAGS = ("protocol", "backbone", "module")
+# Columns after the domains: (label, metric name after `<stage>/`).
+SUMMARY_COLUMNS = (
+    ("mean", "acc_mean"),
+    ("worst", "acc_worst"),
+    ("held-out mean", "acc_held_out_mean"),
+    ("style robustness", "style_robustness"),
+)
+
+
+@dataclass
+class Group:
+    """The runs of one protocol x backbone x module setting; values per column, one per run."""
+
+    key: tuple[str, ...]
+    values: dict[str, list[float]] = field(default_factory=dict)
+    parameters: set[int] = field(default_factory=set)
+    stages: set[str] = field(default_factory=set)
+    run_ids: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.key[1]} {self.key[2]}"
+
+    def mean(self, column: str) -> float:
+        values = [v for v in self.values.get(column, []) if not math.isnan(v)]
+        return statistics.fmean(values) if values else math.nan
+
+    def std(self, column: str) -> float:
+        """Sample std over the runs (seeds); NaN with fewer than two."""
+        values = [v for v in self.values.get(column, []) if not math.isnan(v)]
+        return statistics.stdev(values) if len(values) >= 2 else math.nan
+
+
+def search_runs(
+    client: MlflowClient, experiment: str, filter_string: str = "", stage: str = "fit"
+) -> list[Run]:
+    """Every active run of the experiment matching the filter, report runs left out."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = [e.name for e in client.search_experiments()]
+        raise SystemExit(
+            f"no experiment {experiment!r} at {client.tracking_uri}; it has {names}. "
+            "Pass --experiment, or --tracking-uri / MLFLOW_TRACKING_URI for another store."
+        )
+    # Runs still training (or killed mid-way) would enter the mean with partial numbers.
+    clauses = [c for c in (filter_string, "attributes.status = 'FINISHED'") if c]
+    if stage != "any":
+        clauses.append(f"tags.stage = '{stage}'")
+    runs, token = [], None
+    while True:
+        page = client.search_runs(
+            [found.experiment_id], " and ".join(clauses), max_results=1000, page_token=token
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    # Filtered here rather than in the query: MLflow's filter drops runs without the tag.
+    return [run for run in runs if run.data.tags.get(REPORT_TAG) != "true"]
+
+
+def evaluation_stage(metrics: dict[str, float]) -> str | None:
+    """`test` when the run was tested, else `val`; None for runs with no accuracy at all."""
+    for stage in ("test", "val"):
+        if any(key.startswith(f"{stage}/acc/") for key in metrics):
+            return stage
+    return None
+
+
+def group_runs(runs: list[Run]) -> tuple[list[str], list[Group]]:
+    """Domains (sanitised metric names, sorted) and the groups, sorted by their key."""
+    groups: dict[tuple[str, ...], Group] = {}
+    domains: set[str] = set()
+    for run in runs:
+        metrics = run.data.metrics
+        stage = evaluation_stage(metrics)
+        if stage is None:
+            continue
+        key = tuple(run.data.tags.get(tag, "?") for tag in GROUP_TAGS)
+        group = groups.setdefault(key, Group(key))
+        group.run_ids.append(run.info.run_id)
+        group.stages.add(stage)
+        prefix = f"{stage}/acc/"
+        for name, value in metrics.items():
+            if name.startswith(prefix):
+                domain = name.removeprefix(prefix)
+                domains.add(domain)
+                group.values.setdefault(domain, []).append(value)
+        for _label, metric in SUMMARY_COLUMNS:
+            value = metrics.get(f"{stage}/{metric}")
+            if value is not None:
+                group.values.setdefault(metric, []).append(value)
+        count = run.data.params.get(NUM_PARAMETERS_KEY) or metrics.get(NUM_PARAMETERS_KEY)
+        if count is not None:
+            group.parameters.add(int(float(count)))
+    return sorted(domains), [groups[key] for key in sorted(groups)]
+
+
+def table_rows(domains: list[str], groups: list[Group]) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted cells (accuracy in %, `mean ± std` when there are several seeds)."""
+    summary = [
+        (label, metric)
+        for label, metric in SUMMARY_COLUMNS
+        if any(metric in group.values for group in groups)
+    ]
+    header = ["protocol", "backbone", "module", *domains, *(label for label, _ in summary)]
+    header += ["parameters", "runs", "evaluated on"]
+    rows = []
+    for group in groups:
+        cells = list(group.key)
+        for column in [*domains, *(metric for _, metric in summary)]:
+            mean, std = group.mean(column), group.std(column)
+            if math.isnan(mean):
+                cells.append("-")
+            else:
+                cells.append(
+                    f"{100 * mean:.1f}" + ("" if math.isnan(std) else f" ± {100 * std:.1f}")
+                )
+        parameters = "/".join(f"{count / 1e6:.2f}M" for count in sorted(group.parameters))
+        cells += [parameters or "-", str(len(group.run_ids)), "+".join(sorted(group.stages))]
+        rows.append(cells)
+    return header, rows
+
+
+def terminal_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+
+    return "\n".join([line(header), line(["-" * width for width in widths]), *map(line, rows)])
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
+
+
+def write_csv(path: Path, domains: list[str], groups: list[Group]) -> None:
+    """Numbers for further analysis: fractions (not %), mean and std per column, the run ids."""
+    columns = [*domains, *(metric for _, metric in SUMMARY_COLUMNS)]
+    with path.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(
+            [
+                *GROUP_TAGS,
+                *(f"{c}_{s}" for c in columns for s in ("mean", "std")),
+                *("num_parameters", "runs", "evaluated_on", "run_ids"),
+            ]
+        )
+        for group in groups:
+            numbers = [
+                "" if math.isnan(v) else f"{v:.6f}"
+                for c in columns
+                for v in (group.mean(c), group.std(c))
+            ]
+            parameters = "/".join(str(p) for p in sorted(group.parameters))
+            writer.writerow(
+                [
+                    *group.key,
+                    *numbers,
+                    *(parameters, len(group.run_ids), "+".join(sorted(group.stages))),
+                    " ".join(group.run_ids),
+                ]
+            )
+
+
+def comparison_chart(domains: list[str], groups: list[Group], title: str):
+    """Grouped bars per domain plus the mean; error bars are the std over seeds."""
+    columns = [*domains, "acc_mean"]
+    multiple_protocols = len({group.key[0] for group in groups}) > 1
+    labels = {
+        group.key: (f"{group.key[0]}: " if multiple_protocols else "")
+        + f"{group.label} (n={len(group.run_ids)})"
+        for group in groups
+    }
+    figure = accuracy_bar_chart(
+        [*domains, "mean"],
+        {labels[g.key]: [g.mean(c) for c in columns] for g in groups},
+        errors={labels[g.key]: [g.std(c) for c in columns] for g in groups},
+        title=title,
+    )
+    # The mean is a summary, not one more domain: set it apart.
+    figure.axes[0].axvline(len(domains) - 0.5, color="grey", linestyle=":", linewidth=1)
+    return figure
+
+
+def write_report(
+    client: MlflowClient, experiment: str, runs: list[Run], output_dir: Path
+) -> dict[str, Path]:
+    """Writes the Markdown, CSV and PNG files; returns them by kind. Prints the table."""
+    domains, groups = group_runs(runs)
+    if not groups:
+        raise SystemExit(f"no run of experiment {experiment!r} has logged accuracy per domain")
+    header, rows = table_rows(domains, groups)
+    print(terminal_table(header, rows))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = {kind: output_dir / f"{experiment}_comparison.{kind}" for kind in ("md", "csv", "png")}
+    title = f"{experiment}: accuracy per domain (mean ± std over seeds)"
+    note = (
+        f"{len(runs)} runs from {client.tracking_uri}. Accuracy in %; test split where a run "
+        "was tested, else validation; `± std` over the runs (seeds) of a row."
+    )
+    paths["md"].write_text(f"# {title}\n\n{note}\n\n{markdown_table(header, rows)}\n")
+    write_csv(paths["csv"], domains, groups)
+    comparison_chart(domains, groups, title).savefig(paths["png"])
+    return paths
+
+
+def log_report(client: MlflowClient, experiment: str, paths: dict[str, Path]) -> str:
+    """Logs the report files as a new run tagged `report=true`; returns its id."""
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    # The Markdown table doubles as the run's description in the MLflow UI.
+    run = client.create_run(
+        experiment_id,
+        run_name="comparison-report",
+        tags={REPORT_TAG: "true", "mlflow.note.content": paths["md"].read_text()},
+    )
+    for path in paths.values():
+        client.log_artifact(run.info.run_id, str(path))
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def tag_filter(pairs: list[str]) -> str:
+    """["module=srm", "data=demo"] -> "tags.module = 'srm' and tags.data = 'demo'"."""
+    clauses = []
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator:
+            raise SystemExit(f"--tag {pair!r}: expected key=value, e.g. --tag module=srm")
+        clauses.append(f"tags.`{key.strip()}` = '{value.strip()}'")
+    return " and ".join(clauses)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Path]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="officehome", help="MLflow experiment name")
+    parser.add_argument(
+        "--filter", default="", help="MLflow search filter, e.g. \"tags.module = 'srm'\""
+    )
+    parser.add_argument(
+        "--tag", action="append", default=[], help="key=value tag filter (repeatable)"
+    )
+    parser.add_argument(
+        "--stage", default="fit", help="runs of this CLI subcommand only (`any` for all)"
+    )
+    parser.add_argument(
+        "--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
+    )
+    parser.add_argument("--output-dir", type=Path, default=Path("reports"))
+    parser.add_argument("--log-report", action="store_true", help="log the files as a report run")
+    args = parser.parse_args(argv)
+
+    client = MlflowClient(args.tracking_uri or default_tracking_uri())
+    filter_string = " and ".join(f for f in (args.filter, tag_filter(args.tag)) if f)
+    runs = search_runs(client, args.experiment, filter_string, args.stage)
+    paths = write_report(client, args.experiment, runs, args.output_dir)
+    print("\nWrote " + ", ".join(str(p) for p in paths.values()))
+    if args.log_report:
+        run_id = log_report(client, args.experiment, paths)
+        print(f"Logged the report as run {run_id} (tag {REPORT_TAG}=true)")
+    return paths
+
+
+if __name__ == "__main__":
+    main()
