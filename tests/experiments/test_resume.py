@@ -1,0 +1,141 @@
+"""Kill -9 a training process mid-epoch, resume with `--ckpt_path last`: one MLflow run, whole.
+
+The training runs as `python -m experiments.officehome fit` in a subprocess, so the SIGKILL is
+real: no Python cleanup, no `finally`, the MLflow run left RUNNING.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+REPO = Path(__file__).resolve().parents[2]
+MAX_EPOCHS = 4
+
+
+def fit_command(*extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "experiments.officehome",
+        "fit",
+        "--config",
+        str(REPO / "configs/officehome/demo.yaml"),
+        "--data.init_args.demo_classes=3",
+        "--data.init_args.images_per_class=12",
+        "--data.init_args.demo_image_size=32",
+        "--data.init_args.image_size=32",
+        "--data.init_args.resize_size=36",
+        "--data.init_args.batch_size=8",
+        "--data.init_args.num_workers=0",
+        f"--trainer.max_epochs={MAX_EPOCHS}",
+        f"--model.init_args.lr_scheduler.init_args.T_max={MAX_EPOCHS}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.log_every_n_steps=1",
+        # A checkpoint every 3 optimizer steps, so the kill lands after a mid-epoch checkpoint.
+        "--checkpoint.every_n_train_steps=3",
+        *extra,
+    ]
+
+
+def environment(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        STYLEBENCH_DATA_DIR=str(tmp_path / "cache"),
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=str(REPO),
+    )
+    return env
+
+
+def logged_steps(client: MlflowClient, run_id: str) -> dict[str, list[int]]:
+    keys = client.get_run(run_id).data.metrics
+    return {key: [m.step for m in client.get_metric_history(run_id, key)] for key in keys}
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"training ended (rc {process.returncode}) before the kill")
+        if time.monotonic() > deadline:
+            raise AssertionError("no checkpoint and metrics within the time limit")
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_last_continues_the_same_mlflow_run(tmp_path: Path) -> None:
+    env = environment(tmp_path)
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(fit_command(), cwd=tmp_path, env=env, stdout=log, stderr=log)
+
+    def metrics_logged_after_a_checkpoint() -> bool:
+        # Kill only once the process has logged steps its checkpoint does not cover, so the
+        # resumed run must log those steps again: the case that could duplicate steps.
+        found = list(tmp_path.glob("outputs/*/*/checkpoints/last.ckpt"))
+        if not found:
+            return False
+        try:
+            step = torch.load(found[0], map_location="cpu", weights_only=True)["global_step"]
+        except Exception:  # being written right now
+            return False
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        if not runs or "train/loss_step" not in runs[0].data.metrics:
+            return False
+        history = client.get_metric_history(runs[0].info.run_id, "train/loss_step")
+        return max(m.step for m in history) >= step
+
+    try:
+        wait_for(metrics_logged_after_a_checkpoint, first)
+        os.kill(first.pid, signal.SIGKILL)
+        assert first.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if first.poll() is None:
+            first.kill()
+        log.close()
+
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    killed_run_id = run.info.run_id
+    assert run.info.status == "RUNNING"  # SIGKILL leaves no chance to say otherwise
+    before = logged_steps(client, killed_run_id)
+    (last,) = tmp_path.glob("outputs/*/*/checkpoints/last.ckpt")
+    checkpoint_step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+    # Steps the killed process logged after its checkpoint: the resumed one logs them again.
+    print(f"killed at train step {max(before['train/loss_step'])}, checkpoint {checkpoint_step}")
+    assert max(before["train/loss_step"]) >= checkpoint_step
+
+    resumed = subprocess.run(
+        fit_command("--ckpt_path=last"),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resuming MLflow run {killed_run_id}" in resumed.stdout
+
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.run_id for r in runs] == [killed_run_id]  # no second run
+    assert runs[0].info.status == "FINISHED"
+    after = logged_steps(client, killed_run_id)
+    for key, steps in after.items():
+        if key == "epoch":
+            continue  # Lightning logs `epoch` with every call, twice per step at epoch ends
+        assert steps == sorted(set(steps)), f"{key}: steps not unique and increasing: {steps}"
+        assert steps[: len(before.get(key, []))] == before.get(key, [])  # history kept
+    # One training loss per optimizer step, without holes across the kill.
+    train_steps = after["train/loss_step"]
+    assert train_steps == list(range(train_steps[0], train_steps[-1] + 1))
+    assert len(after["val/acc_mean"]) == MAX_EPOCHS
+    assert len(before["train/loss_step"]) < len(train_steps)
