@@ -31,6 +31,8 @@ class AugmentationConfig:
         horizontal_flip: flip probability.
         vertical_flip: flip probability (textures have no up and down).
         rotate_degrees: maximum absolute rotation; 0 disables rotation.
+        rotate_border: how rotation fills the corners: "constant" (black) or "reflect"
+            (mirrored image content, which continues a texture without adding edges).
         color_jitter: strength of brightness/contrast/saturation jitter (hue gets a quarter); 0
             disables it.
     """
@@ -41,7 +43,12 @@ class AugmentationConfig:
     horizontal_flip: float = 0.5
     vertical_flip: float = 0.0
     rotate_degrees: float = 0.0
+    rotate_border: str = "constant"
     color_jitter: float = 0.0
+
+
+# OpenCV border modes by name (cv2.BORDER_CONSTANT, cv2.BORDER_REFLECT_101).
+_BORDER_MODES = {"constant": 0, "reflect": 4}
 
 
 class ToUint8Tensor:
@@ -73,7 +80,13 @@ def train_transform(
     size = (image_size, image_size)
     steps: list[A.BasicTransform] = []
     if config.rotate_degrees > 0:
-        steps.append(A.Rotate(limit=config.rotate_degrees, border_mode=0, p=1.0))
+        if config.rotate_border not in _BORDER_MODES:
+            raise ValueError(
+                f"augmentation.rotate_border={config.rotate_border!r}; "
+                f"valid choices: {list(_BORDER_MODES)}"
+            )
+        border_mode = _BORDER_MODES[config.rotate_border]
+        steps.append(A.Rotate(limit=config.rotate_degrees, border_mode=border_mode, p=1.0))
     if config.crop == "random_resized":
         steps.append(A.RandomResizedCrop(size=size, scale=config.scale, ratio=config.ratio))
     elif config.crop == "random":

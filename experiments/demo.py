@@ -29,17 +29,21 @@ def train_and_test(module: str, extra_args: list[str]) -> str:
 
 
 def accuracy_table(run_ids: dict[str, str], domains: list[str], tracking_uri: str) -> str:
-    """Markdown table of test accuracy per domain, read back from MLflow."""
+    """Markdown table of test accuracy per domain and style robustness, read back from MLflow."""
     client = MlflowClient(tracking_uri)
-    header = ["module", *domains, "mean", "worst"]
+    header = ["module", *domains, "mean", "worst", "style mean", "style robustness"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for module, run_id in run_ids.items():
         metrics = client.get_run(run_id).data.metrics
         keys = [f"test/acc/{metric_safe_name(d)}" for d in domains] + [
             "test/acc_mean",
             "test/acc_worst",
+            "test/style_acc_mean",
         ]
         cells = [f"{100 * metrics[k]:.1f}" if k in metrics else "-" for k in keys]
+        # A ratio (style_acc_mean / acc_mean, 1 = unaffected by style), not a percentage.
+        robustness = metrics.get("test/style_robustness")
+        cells.append("-" if robustness is None else f"{robustness:.2f}")
         lines.append("| " + " | ".join([module, *cells]) + " |")
     return "\n".join(lines)
 
@@ -62,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     print(accuracy_table(run_ids, list(DEMO_DOMAINS), tracking_uri))
     print(f"\nRuns logged to {tracking_uri} (experiment 'officehome'): {run_ids}")
     print("Open the MLflow UI with `make ui` and browse http://127.0.0.1:5000")
+    print("Compare all runs so far: python -m experiments.compare --experiment officehome")
 
 
 if __name__ == "__main__":

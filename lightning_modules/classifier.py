@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.utilities import rank_zero_info
 from torchmetrics.classification import MulticlassAccuracy
 
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
+from lightning_modules.adaptation import (
+    ADAPTATION_METHODS,
+    DomainDiscriminator,
+    dann_loss,
+    dann_schedule,
+)
 from lightning_modules.backbones import create_backbone
 from lightning_modules.heads import MultiDomainHead
 from lightning_modules.metrics import (
@@ -19,6 +27,7 @@ from lightning_modules.metrics import (
     metric_safe_name,
     summarize_domains,
 )
+from lightning_modules.style_robustness import STYLE_SHIFTED_DATALOADER, StyleRobustness
 
 
 def sgd_recipe(params: Iterable) -> torch.optim.Optimizer:
@@ -33,7 +42,10 @@ class MultiDomainClassifier(pl.LightningModule):
     `train/acc`, `val/loss`, `val/acc/<domain>`, `val/acc_mean` and `val/acc_worst` over the
     trained domains (the model-selection criterion: held-out domains never select a model),
     `val/acc_held_out_mean` when domains are held out, and the same under `test/`. Confusion
-    matrices of the last validation and test pass are kept in `evaluation_results`.
+    matrices of the last validation and test pass are kept in `evaluation_results`. With the
+    DataModule's `style_shift`, a second evaluation loader (index 1) holds the style-shifted
+    images: `val/style_acc/<domain>`, `val/style_acc_mean`, `val/style_robustness` and the
+    cross-domain heat map (see `lightning_modules/style_robustness.py`).
     """
 
     def __init__(
@@ -53,6 +65,12 @@ class MultiDomainClassifier(pl.LightningModule):
         backbone_lr_multiplier: float = 1.0,
         label_smoothing: float = 0.0,
         channels_last: bool = False,
+        compile: bool = False,
+        init_from_checkpoint: str | None = None,
+        new_head_init: str = "mean",
+        adaptation: str | None = None,
+        adaptation_weight: float = 1.0,
+        discriminator_hidden_features: int = 1024,
     ) -> None:
         """Args:
         backbone: registered backbone name (resnet18/34/50/101, CIFAR-style resnet20/32/56/110).
@@ -75,6 +93,21 @@ class MultiDomainClassifier(pl.LightningModule):
         label_smoothing: cross-entropy label smoothing.
         channels_last: run the backbone in channels-last memory format (faster on GPUs with
             tensor cores).
+        compile: compile the backbone with `torch.compile` (in place, so checkpoint keys are
+            unchanged); pays off on GPUs for long runs.
+        init_from_checkpoint: grow a trained model: a Lightning checkpoint whose backbone and
+            heads are loaded unchanged; domains it has no head for (new domains) get one per
+            `new_head_init`. Training starts afresh (epoch 0, new optimizer); to continue an
+            interrupted run use `fit --ckpt_path` instead.
+        new_head_init: how the heads of new domains start: `mean` (the mean of the
+            checkpoint's heads, i.e. the unseen-domain prediction as a starting point) or
+            `fresh` (random, like any new head).
+        adaptation: unsupervised domain adaptation to the DataModule's `target_domains`: null
+            (targets are only evaluated) or `dann` (gradient reversal and a domain
+            discriminator on the backbone features, Ganin et al. 2016).
+        adaptation_weight: scale of the reversed gradient; it is multiplied by Ganin et al.'s
+            schedule 2 / (1 + exp(-10 p)) - 1 over training progress p.
+        discriminator_hidden_features: width of the domain discriminator's hidden layers.
         """
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"], logger=False)
@@ -95,16 +128,41 @@ class MultiDomainClassifier(pl.LightningModule):
             head_domains=self.head_domains,
             shared_head=shared_head,
         )
+        if new_head_init not in ("mean", "fresh"):
+            raise ValueError(f"model.new_head_init={new_head_init!r}; valid choices: mean, fresh")
+        if adaptation is not None and adaptation not in ADAPTATION_METHODS:
+            raise ValueError(
+                f"model.adaptation={adaptation!r}; valid choices: null, "
+                + ", ".join(ADAPTATION_METHODS)
+            )
+        self.discriminator = (
+            DomainDiscriminator(self.backbone.feature_dim, discriminator_hidden_features)
+            if adaptation == "dann"
+            else None
+        )
+        # Heads created for domains the checkpoint lacks (set by _init_from_checkpoint).
+        self.grown_heads: list[str] = []
+        if init_from_checkpoint:
+            # Before channels_last/compile, which must see the loaded weights.
+            self._init_from_checkpoint(init_from_checkpoint, new_head_init)
         if channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
+        if compile:
+            self.backbone.compile()
         self.train_accuracy = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.domain_accuracy = torch.nn.ModuleDict(
             {stage: DomainAccuracy(self.domain_names, num_classes) for stage in ("val", "test")}
         )
+        # Fed only when the DataModule adds the style-shifted loader (data.style_shift).
+        self.style_robustness = StyleRobustness(self.domain_names, self.head_domains, num_classes)
         self.evaluation_results: dict[str, dict[str, torch.Tensor]] = {}
 
     # ----- forward ------------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
+        if batch is None:  # every sample skipped (data.on_bad_image: skip)
+            return None
+        if isinstance(batch, dict):  # {"source": ..., "target": ...} with data.target_domains
+            return {key: self.on_after_batch_transfer(part) for key, part in batch.items()}
         images, *rest = batch
         if images.dtype == torch.uint8:
             # Normalised once per batch on the device, not per image in the workers.
@@ -116,20 +174,28 @@ class MultiDomainClassifier(pl.LightningModule):
     def forward(self, images: torch.Tensor, domain_index: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(images), domain_index)
 
-    def _step(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _step(self, batch, features: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """(loss, logits, labels, domain_index, features) of a batch (`features`: the batch's
+        backbone features when already computed)."""
         images, labels, domain_index = batch
-        features = self.backbone(images)
+        if features is None:
+            features = self.backbone(images)
         logits = self.head(features, domain_index)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
         if self.head.shared is not None and self.training:
             loss = loss + F.cross_entropy(
                 self.head.shared(features), labels, label_smoothing=self.hparams.label_smoothing
             )
-        return loss, logits, labels, domain_index
+        return loss, logits, labels, domain_index, features
 
     # ----- stages -------------------------------------------------------------------------------
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss, logits, labels, _ = self._step(batch)
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
+        target = None
+        if isinstance(batch, dict):  # CombinedLoader: labelled source + unlabelled target
+            batch, target = batch["source"], batch["target"]
+        if batch is None:  # every sample skipped: returning None skips the optimizer step
+            return None
+        loss, logits, labels = self._training_loss(batch, target)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training loss is {loss.item()} at global step {self.global_step} "
@@ -144,30 +210,145 @@ class MultiDomainClassifier(pl.LightningModule):
         self.log("train/acc", self.train_accuracy, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
-    def _evaluation_step(self, batch, stage: str) -> None:
-        loss, logits, labels, domain_index = self._step(batch)
+    def _training_loss(self, batch, target) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, logits, labels) of the labelled batch; with `adaptation: dann` and a target
+        batch, plus the domain loss. Only the target images are used: their labels (all
+        `UNLABELLED`) never reach a loss."""
+        if self.discriminator is None or target is None:
+            loss, logits, labels, *_ = self._step(batch)
+            return loss, logits, labels
+        source_images, target_images = batch[0], target[0]
+        # One backbone pass over both, as in the paper: BatchNorm sees source and target alike.
+        features = self.backbone(torch.cat([source_images, target_images]))
+        source_features, target_features = features.split([len(source_images), len(target_images)])
+        loss, logits, labels, *_ = self._step(batch, features=source_features)
+        weight = self.hparams.adaptation_weight * dann_schedule(self._training_progress())
+        domain_loss, domain_accuracy = dann_loss(
+            self.discriminator, source_features, target_features, weight
+        )
+        size = len(features)
+        self.log("train/domain_loss", domain_loss, on_step=True, on_epoch=True, batch_size=size)
+        self.log("train/domain_acc", domain_accuracy, on_epoch=True, batch_size=size)
+        self.log("train/adaptation_weight", weight, on_step=True, on_epoch=False)
+        return loss + domain_loss, logits, labels
+
+    def _training_progress(self) -> float:
+        """Fraction of the optimizer steps done, for the adaptation schedule (1 off-trainer)."""
+        trainer = self._trainer
+        if trainer is None:
+            return 1.0
+        total = trainer.estimated_stepping_batches
+        return self.global_step / total if 0 < total < float("inf") else 1.0
+
+    def _init_from_checkpoint(self, path: str, new_head_init: str) -> None:
+        """Copy the checkpoint's backbone and heads unchanged; heads it lacks start as the mean
+        of its heads (`new_head_init: mean`) or stay freshly initialised."""
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"model.init_from_checkpoint: {path} does not exist")
+        # weights_only: a checkpoint from elsewhere cannot run code when loaded.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        state = checkpoint.get("state_dict", checkpoint)
+        own = self.state_dict()
+        missing = sorted(k for k in own if k.startswith("backbone.") and k not in state)
+        if missing:
+            raise ValueError(
+                f"model.init_from_checkpoint: {path} lacks backbone weights {missing[:5]} "
+                f"({len(missing)} in all); use the checkpoint's backbone and recalibration"
+            )
+        loaded = {}
+        for key, value in state.items():
+            if key.startswith(("backbone.", "head.", "discriminator.")) and key in own:
+                if value.shape != own[key].shape:
+                    raise ValueError(
+                        f"model.init_from_checkpoint: {key} has shape {tuple(value.shape)} in "
+                        f"{path} but {tuple(own[key].shape)} here (different num_classes?)"
+                    )
+                loaded[key] = value
+        old_heads = sorted({key.split(".")[2] for key in state if key.startswith("head.heads.")})
+        self.grown_heads = [name for name in self.head.heads if name not in old_heads]
+        if new_head_init == "mean" and old_heads:
+            for name in self.grown_heads:
+                for parameter in ("weight", "bias"):
+                    stacked = torch.stack([state[f"head.heads.{o}.{parameter}"] for o in old_heads])
+                    loaded[f"head.heads.{name}.{parameter}"] = stacked.mean(dim=0)
+        own.update(loaded)
+        self.load_state_dict(own)
+        rank_zero_info(
+            f"Loaded backbone and heads {old_heads} from {path}; new heads "
+            f"{self.grown_heads} ({new_head_init})"
+        )
+
+    def _evaluation_step(self, batch, stage: str, dataloader_idx: int = 0) -> None:
+        if batch is None:  # every sample skipped (data.on_bad_image: skip)
+            return
+        loss, logits, labels, domain_index, features = self._step(batch)
+        if dataloader_idx == STYLE_SHIFTED_DATALOADER:
+            self.style_robustness.update_shifted(stage, logits.argmax(dim=1), labels, domain_index)
+            return
         self.domain_accuracy[stage].update(logits.argmax(dim=1), labels, domain_index)
-        self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(labels))
+        self.style_robustness.update_cross_domain(
+            stage, self.head.all_domain_logits(features), labels, domain_index
+        )
+        # add_dataloader_idx=False: the name stays `val/loss` beside the style-shifted loader.
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_epoch=True,
+            sync_dist=True,
+            batch_size=len(labels),
+            add_dataloader_idx=False,
+        )
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluation_step(batch, "val")
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluation_step(batch, "val", dataloader_idx)
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluation_step(batch, "test")
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluation_step(batch, "test", dataloader_idx)
 
     def _evaluation_epoch_end(self, stage: str) -> None:
         matrices = self.domain_accuracy[stage].confusion_matrices()
         self.domain_accuracy[stage].reset()
         accuracies = {name: accuracy_from_confusion(m).item() for name, m in matrices.items()}
         metrics = {f"{stage}/acc/{metric_safe_name(n)}": v for n, v in accuracies.items()}
+        # Samples evaluated, summed over processes: equals the split's size when nothing is
+        # dropped or counted twice (distributed samplers pad by repeating samples).
+        metrics[f"{stage}/num_samples"] = float(sum(m.sum().item() for m in matrices.values()))
         for key, value in summarize_domains(accuracies, self.head_domains).items():
             metrics[f"{stage}/{key}"] = value
+        metrics.update(self.style_robustness.epoch_end(stage, accuracies))
         # Values are already synced across processes by torchmetrics; the mean goes to the bar.
         mean_key = f"{stage}/acc_mean"
         if mean_key in metrics:
-            self.log(mean_key, metrics.pop(mean_key), prog_bar=True)
-        self.log_dict(metrics)
+            self.log(mean_key, metrics.pop(mean_key), prog_bar=True, add_dataloader_idx=False)
+        self.log_dict(metrics, add_dataloader_idx=False)
         self.evaluation_results[stage] = {name: m.cpu() for name, m in matrices.items()}
+        # One heat map per validated epoch (a history), one for the test.
+        suffix = "" if stage == "test" else f"_epoch{self.current_epoch:03d}"
+        self.style_robustness.log_cross_domain(stage, self.trainer, f"{stage}_cross_domain{suffix}")
+
+    def _average_batchnorm_statistics(self) -> None:
+        """Average BatchNorm running statistics over processes before evaluating.
+
+        DDP does not sync buffers in no-grad forward passes, so after training each rank holds
+        statistics updated with its own last batches; without this, ranks would evaluate
+        slightly different models and the checkpoint (saved from rank 0) would not reproduce
+        the validation numbers.
+        """
+        if self.trainer.world_size <= 1:
+            return
+        for module in self.modules():
+            if (
+                isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+                and module.track_running_stats
+            ):
+                for buffer in (module.running_mean, module.running_var):
+                    buffer.copy_(self.trainer.strategy.reduce(buffer.clone(), reduce_op="mean"))
+
+    def on_validation_epoch_start(self) -> None:
+        self._average_batchnorm_statistics()
+
+    def on_test_epoch_start(self) -> None:
+        self._average_batchnorm_statistics()
 
     def on_validation_epoch_end(self) -> None:
         self._evaluation_epoch_end("val")
@@ -204,6 +385,11 @@ class MultiDomainClassifier(pl.LightningModule):
                 "lr_multiplier": multiplier,
             },
             {"name": "heads", "params": list(self.head.parameters()), "lr_multiplier": 1.0},
+            {
+                "name": "discriminator",
+                "params": list(self.discriminator.parameters()) if self.discriminator else [],
+                "lr_multiplier": 1.0,
+            },
         ]
         return [group for group in groups if group["params"]]
 

@@ -6,15 +6,21 @@ YAML config -> LightningCLI -> DataModule (domains, splits, loaders) and `MultiD
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from datamodules.base import MultiDomainDataModule
+from lightning_modules.artifacts import EvaluationArtifacts
 from lightning_modules.classifier import MultiDomainClassifier
 from lightning_modules.tracking import (
+    BadImagesCallback,
+    MLflowRunIdCallback,
     MLflowSaveConfigCallback,
     StylebenchMLFlowLogger,
     code_version,
+    read_checkpoint_run_id,
 )
 
 # DataModule facts the model is built from: the data decides, the config says it once.
@@ -51,6 +57,8 @@ class StylebenchCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # Figures and per-class tables per run in MLflow (`--evaluation_artifacts.*`).
+        parser.add_lightning_class_args(EvaluationArtifacts, "evaluation_artifacts")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/acc_mean",
@@ -68,6 +76,7 @@ class StylebenchCLI(LightningCLI):
     def _describe_run(self) -> None:
         """Name the MLflow run and tag it before anything is logged."""
         data, model = self.datamodule, self.model
+        self._add_fault_callbacks()
         backbone, module = model.hparams.backbone, model.hparams.recalibration
         run_name = f"{backbone}-{module}-{data.protocol}"
         if self.subcommand != "fit":
@@ -75,6 +84,8 @@ class StylebenchCLI(LightningCLI):
         for logger in self.trainer.loggers:
             if isinstance(logger, StylebenchMLFlowLogger):
                 logger.set_default_names(data.dataset_name, run_name)
+                if self.subcommand == "fit":
+                    self._resume_checkpoint_run(logger)
                 if self.trainer.is_global_zero:
                     logger.set_tags(
                         {
@@ -88,6 +99,48 @@ class StylebenchCLI(LightningCLI):
                             "code_version": code_version(),
                         }
                     )
+
+    def _add_fault_callbacks(self) -> None:
+        """The run id goes into every checkpoint; skipped bad images are reported to MLflow."""
+        present = {type(callback) for callback in self.trainer.callbacks}
+        for callback_class in (MLflowRunIdCallback, BadImagesCallback):
+            if callback_class not in present:
+                # Before the checkpoint callbacks, which Lightning keeps last.
+                self.trainer.callbacks.insert(0, callback_class())
+
+    def _resume_checkpoint_run(self, logger: StylebenchMLFlowLogger) -> None:
+        """`fit --ckpt_path last|<file>`: continue the checkpoint's MLflow run, not a new one.
+
+        Checkpoints live in `<default_root_dir>/<experiment id>/<run id>/checkpoints`, so "last"
+        cannot be found before the run id is known: it is resolved here to the `last.ckpt` of
+        the newest run with this config's run name (or in `checkpoint.dirpath` when set).
+        """
+        config = self.config_init[self.subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if not ckpt_path or logger._run_id is not None:
+            return
+        if ckpt_path == "last":
+            ckpt_path = self._find_last_checkpoint(logger)
+            if ckpt_path is None:
+                return  # Lightning warns that there is none and trains from scratch
+            config["ckpt_path"] = ckpt_path
+        run_id = read_checkpoint_run_id(ckpt_path)
+        if run_id is not None:
+            logger.resume(run_id)
+            print(f"Resuming MLflow run {run_id} from {ckpt_path}")
+
+    def _find_last_checkpoint(self, logger: StylebenchMLFlowLogger) -> str | None:
+        callback = self.trainer.checkpoint_callback
+        last_name = f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+        if callback is not None and callback.dirpath:
+            candidates = [Path(callback.dirpath) / last_name]
+        else:
+            experiment_id, run_ids = logger.recent_runs_named_like_this()
+            root = Path(logger.save_dir or self.trainer.default_root_dir)
+            candidates = [
+                root / str(experiment_id) / run_id / "checkpoints" / last_name for run_id in run_ids
+            ]
+        return next((str(path) for path in candidates if path.is_file()), None)
 
     before_fit = before_validate = before_test = before_predict = _describe_run
 

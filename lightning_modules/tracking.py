@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import yaml
+from pytorch_lightning import Callback
 from pytorch_lightning.cli import SaveConfigCallback
 from pytorch_lightning.loggers import MLFlowLogger
 
@@ -96,6 +99,94 @@ class StylebenchMLFlowLogger(MLFlowLogger):
             if value is not None:
                 self.experiment.set_tag(self.run_id, key, str(value))
 
+    def recent_runs_named_like_this(self, limit: int = 50) -> tuple[str | None, list[str]]:
+        """(experiment id, ids of its runs with this run's name, newest first), read without
+        creating a run; (None, []) if the experiment does not exist yet."""
+        from mlflow import MlflowClient
+
+        client = MlflowClient(self._tracking_uri)
+        experiment = client.get_experiment_by_name(self._experiment_name)
+        if experiment is None or self._run_name is None:
+            return None, []
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`mlflow.runName` = '{self._run_name}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=limit,
+        )
+        return experiment.experiment_id, [run.info.run_id for run in runs]
+
+    def resume(self, run_id: str) -> None:
+        """Log into the existing run `run_id` (resuming from its checkpoint), not a new one.
+
+        Points the killed process logged after its last checkpoint are kept, and the resumed
+        process's points for the same metric and step are dropped, so each metric's steps stay
+        unique and increasing (MLflow cannot delete single metric points).
+        """
+        if self._initialized and self._run_id != run_id:
+            raise RuntimeError(f"the logger already logs into run {self._run_id}, not {run_id}")
+        self._run_id = run_id
+        client = self.experiment
+        self._last_logged_step = {
+            key: max((m.step for m in client.get_metric_history(run_id, key)), default=-1)
+            for key in client.get_run(run_id).data.metrics
+        }
+        client.update_run(run_id, status="RUNNING")
+
+    def log_metrics(self, metrics, step: int | None = None) -> None:
+        last_logged = getattr(self, "_last_logged_step", None)
+        if last_logged:
+            metrics = {k: v for k, v in metrics.items() if (step or 0) > last_logged.get(k, -1)}
+            if not metrics:
+                return
+        super().log_metrics(metrics, step)
+
+    def finalize(self, status: str = "success") -> None:
+        # Lightning reports a KeyboardInterrupt (Ctrl-C) as "failed", from inside its `except`
+        # block (trainer/call.py), so the exception in flight tells the two apart.
+        if status == "failed" and isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            status = "KILLED"
+        super().finalize(status)
+
+
+#: Where the MLflow run id is kept in a checkpoint (a top-level key, readable without the model).
+RUN_ID_KEY = "mlflow_run_id"
+
+
+def read_checkpoint_run_id(path: str | os.PathLike) -> str | None:
+    """The MLflow run id stored in a checkpoint, loaded without executing pickled code."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return checkpoint.get(RUN_ID_KEY)
+
+
+class MLflowRunIdCallback(Callback):
+    """Stores the MLflow run id in every checkpoint, so a resumed run logs into the same run."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, MLFlowLogger):
+                checkpoint[RUN_ID_KEY] = logger.run_id
+                return
+
+
+class BadImagesCallback(Callback):
+    """Under `data.on_bad_image: skip`, logs `data/bad_images` (how many distinct images were
+    skipped so far) at each epoch end and the list as the artifact `bad_images.txt`."""
+
+    def _report(self, trainer, pl_module) -> None:
+        datamodule = trainer.datamodule
+        if getattr(datamodule, "on_bad_image", "error") != "skip":
+            return
+        paths = datamodule.bad_images()
+        pl_module.log("data/bad_images", float(len(paths)))
+        if paths and trainer.is_global_zero:
+            for logger in trainer.loggers:
+                if isinstance(logger, MLFlowLogger):
+                    text = "\n".join(paths) + "\n"
+                    logger.experiment.log_text(logger.run_id, text, "bad_images.txt")
+
+    on_train_epoch_end = _report
+
 
 def flatten_config(config: dict, prefix: str = "") -> dict[str, Any]:
     """{"model": {"init_args": {"backbone": "resnet50"}}} -> {"model.backbone": "resnet50"}."""
@@ -123,8 +214,16 @@ class MLflowSaveConfigCallback(SaveConfigCallback):
         if not isinstance(logger, MLFlowLogger):
             return
         text = self.parser.dump(self.config, skip_none=False)
-        logger.experiment.log_text(logger.run_id, text, "config.yaml")
         params = flatten_config(yaml.safe_load(text))
         # Lists of callbacks and the like are unreadable as params; the artifact has them.
         params = {k: v for k, v in params.items() if not isinstance(v, list) or len(str(v)) < 250}
-        logger.log_hyperparams(params)
+        logged = logger.experiment.get_run(logger.run_id).data.params
+        if logged:
+            # A resumed run: MLflow refuses to change a param, and the original config stays
+            # the run's `config.yaml`; the resuming command's config is kept beside it.
+            logger.experiment.log_text(logger.run_id, text, "config_resumed.yaml")
+            params = {k: v for k, v in params.items() if k not in logged}
+        else:
+            logger.experiment.log_text(logger.run_id, text, "config.yaml")
+        if params:
+            logger.log_hyperparams(params)

@@ -60,4 +60,4 @@ def test_unpadded_sampler_counts_every_sample_exactly_once() -> None:
     dataset = list(range(10))
     parts = [list(UnpaddedDistributedSampler(dataset, num_replicas=3, rank=r)) for r in range(3)]
     assert [len(p) for p in parts] == [4, 3, 3]
-    assert sorted(sum(parts, [])) == dataset
+    assert sorted(index for part in parts for index in part) == dataset
