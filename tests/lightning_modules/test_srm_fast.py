@@ -49,10 +49,13 @@ def test_fused_srm_matches_reference(dtype, training, size, channels_last) -> No
         x = x.contiguous(memory_format=torch.channels_last)
     out, grad_x, grad_params = run(fused, x, grad)
     expected, expected_grad_x, expected_grad_params = run(reference, x, grad)
+    # float64 checks the algebra to the default tight tolerance; in float32 the parameter
+    # gradients are reductions summed in another order (about 100 ulp apart).
+    tolerance = {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {}
     torch.testing.assert_close(out, expected)
-    torch.testing.assert_close(grad_x, expected_grad_x)
+    torch.testing.assert_close(grad_x, expected_grad_x, **tolerance)
     for actual, wanted in zip(grad_params, expected_grad_params, strict=True):
-        torch.testing.assert_close(actual, wanted)
+        torch.testing.assert_close(actual, wanted, **tolerance)
     torch.testing.assert_close(fused.bn.running_mean, reference.bn.running_mean)
     torch.testing.assert_close(fused.bn.running_var, reference.bn.running_var)
     assert fused.bn.num_batches_tracked == reference.bn.num_batches_tracked
