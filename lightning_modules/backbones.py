@@ -47,6 +47,18 @@ def is_recalibration_key(key: str) -> bool:
     return f".{RECALIBRATION_ATTRIBUTE}." in f".{key}"
 
 
+def normalise_and_recalibrate(batch_norm: nn.Module, recalibration: nn.Module, x: Tensor) -> Tensor:
+    """`recalibration(batch_norm(x))`, the residual branch's last two steps.
+
+    A module with a `forward_after_batch_norm(x, batch_norm)` method (SRM) computes both at once,
+    so that it need not keep the batch norm's output for its backward.
+    """
+    fused = getattr(recalibration, "forward_after_batch_norm", None)
+    if fused is not None:
+        return fused(x, batch_norm)
+    return recalibration(batch_norm(x))
+
+
 class RecalibratedBasicBlock(BasicBlock):
     """torchvision's BasicBlock with `conv2 -> bn2 -> recalibration -> + shortcut -> ReLU`."""
 
@@ -79,8 +91,7 @@ class RecalibratedBasicBlock(BasicBlock):
         out = self.relu(out)
 
         out = self.conv2(out)
-        out = self.bn2(out)
-        out = self.recalibration(out)
+        out = normalise_and_recalibrate(self.bn2, self.recalibration, out)
 
         if self.downsample is not None:
             identity = self.downsample(x)
@@ -125,8 +136,7 @@ class RecalibratedBottleneck(Bottleneck):
         out = self.relu(out)
 
         out = self.conv3(out)
-        out = self.bn3(out)
-        out = self.recalibration(out)
+        out = normalise_and_recalibrate(self.bn3, self.recalibration, out)
 
         if self.downsample is not None:
             identity = self.downsample(x)

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+from lightning_modules.backbones import create_backbone
 from lightning_modules.recalibration.srm import StyleRecalibration
 
 
@@ -76,3 +77,80 @@ def test_fused_srm_without_autograd_matches_and_opt_out_flag() -> None:
         torch.testing.assert_close(fused(x), reference(x))
     assert StyleRecalibration(4).fused
     assert not StyleRecalibration(4, fused=False).fused
+
+
+def saved_bytes(module: torch.nn.Module, x: torch.Tensor) -> int:
+    """Bytes autograd saves for the backward of `module(x)`, each storage once, no parameters."""
+    parameters = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        module(x)
+    return sum(storages.values())
+
+
+def make_block(name: str, fused: bool) -> torch.nn.Module:
+    """The second block of `name`'s layer2 (an SRM block without a downsample), randomised."""
+    torch.manual_seed(0)
+    backbone = create_backbone(name, "srm", image_size=64, recalibration_kwargs={"fused": fused})
+    block = backbone.layer2[1].double()
+    with torch.no_grad():
+        for module in block.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0, 0.2)
+        block.recalibration.cfc.weight.normal_()
+    return block
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_block_with_batch_norm_fused_into_srm_matches_reference(name, channels_last) -> None:
+    fused, reference = make_block(name, True), make_block(name, False)
+    channels = fused.conv1.in_channels
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(3, channels, 6, 5, dtype=torch.float64, generator=generator)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(3, channels, 6, 5, dtype=torch.float64, generator=generator)
+    for _ in range(2):  # twice: running statistics and num_batches_tracked keep matching
+        out, grad_x, grad_params = run(fused, x, grad)
+        expected, expected_grad_x, expected_grad_params = run(reference, x, grad)
+        torch.testing.assert_close(out, expected)
+        torch.testing.assert_close(grad_x, expected_grad_x)
+        for actual, wanted in zip(grad_params, expected_grad_params, strict=True):
+            torch.testing.assert_close(actual, wanted)
+        torch.testing.assert_close(fused.state_dict(), reference.state_dict())
+
+
+def test_fused_batch_norm_path_passes_gradcheck() -> None:
+    block = make_block("resnet18", True)
+    bn, srm = block.bn2, block.recalibration
+    x = torch.randn(4, bn.num_features, 3, 2, dtype=torch.float64, requires_grad=True)
+
+    def function(x, *parameters):
+        # Each evaluation moves the running statistics; gradients are of the batch-stat output.
+        return srm.forward_after_batch_norm(x, bn)
+
+    parameters = [bn.weight, bn.bias, srm.cfc.weight, srm.bn.weight, srm.bn.bias]
+    assert torch.autograd.gradcheck(function, (x, *parameters))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_srm_block_saves_no_more_full_size_maps_than_a_plain_block(name) -> None:
+    fused = make_block(name, True)
+    reference = make_block(name, False)
+    torch.manual_seed(0)
+    plain = create_backbone(name, "none", image_size=64).layer2[1].double()
+    x = torch.randn(4, fused.conv1.in_channels, 16, 16, dtype=torch.float64)
+    plain_bytes = saved_bytes(plain, x)
+    # Only per-channel and per-(sample, channel) tensors are added to what the plain block saves.
+    assert saved_bytes(fused, x) - plain_bytes < x[:, :, 0, 0].numel() * 8 * 10
+    # The reference path keeps the batch norm's output as well: one more full-size map.
+    assert saved_bytes(reference, x) - plain_bytes >= x.numel() * 8
