@@ -6,17 +6,20 @@ Each benchmark returns a result dictionary (machine description, settings, rows)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import statistics
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 
 RESULTS_DIR = Path(__file__).parent / "results"
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "officehome" / "demo.yaml"
 
 
 def cpu_model() -> str:
@@ -105,3 +108,36 @@ def write_result(
     markdown_path = results_dir / f"{name}.md"
     markdown_path.write_text(markdown)
     return json_path, markdown_path
+
+
+@contextlib.contextmanager
+def demo_environment(config: Path = DEMO_CONFIG) -> Iterator[list[str]]:
+    """A throw-away place to run `experiments.officehome` on the demo for timing.
+
+    Inside, `$STYLEBENCH_DATA_DIR` points into a temporary folder (the demo data is generated
+    there by the first DataModule built), and the yielded command-line arguments load `config`
+    with the progress bar and model summary off, outputs in the folder and MLflow logging to a
+    SQLite store in it. Everything is removed afterwards and the variable restored.
+    """
+    previous = os.environ.get("STYLEBENCH_DATA_DIR")
+    with tempfile.TemporaryDirectory(prefix="stylebench-bench-") as folder:
+        folder = Path(folder)
+        os.environ["STYLEBENCH_DATA_DIR"] = str(folder / "data")
+        try:
+            yield [
+                "--config",
+                str(config),
+                "--trainer.enable_progress_bar",
+                "false",
+                "--trainer.enable_model_summary",
+                "false",
+                "--trainer.default_root_dir",
+                str(folder / "outputs"),
+                "--trainer.logger.init_args.tracking_uri",
+                f"sqlite:///{folder / 'mlflow.db'}",
+            ]
+        finally:
+            if previous is None:
+                os.environ.pop("STYLEBENCH_DATA_DIR", None)
+            else:
+                os.environ["STYLEBENCH_DATA_DIR"] = previous

@@ -9,69 +9,41 @@ is training + validation + logging only.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks import machine_description, write_result
+from benchmarks import DEMO_CONFIG, demo_environment, machine_description, write_result
 
 NAME = "demo_epoch"
-CONFIG = Path(__file__).resolve().parent.parent / "configs" / "officehome" / "demo.yaml"
 
 
-def run(config: Path = CONFIG, extra_args: list[str] | None = None) -> dict:
+def run(config: Path = DEMO_CONFIG, extra_args: list[str] | None = None) -> dict:
     """Generate the demo data, then time one `fit` epoch; return the result dictionary."""
     from experiments.officehome import main
 
     rows = []
-    with tempfile.TemporaryDirectory(prefix="stylebench-demo-") as folder:
-        folder = Path(folder)
-        previous = os.environ.get("STYLEBENCH_DATA_DIR")
-        os.environ["STYLEBENCH_DATA_DIR"] = str(folder / "data")
-        try:
-            base_args = [
-                "--config",
-                str(config),
-                "--trainer.max_epochs",
-                "1",
-                "--trainer.enable_progress_bar",
-                "false",
-                "--trainer.enable_model_summary",
-                "false",
-                "--trainer.default_root_dir",
-                str(folder / "outputs"),
-                "--trainer.logger.init_args.tracking_uri",
-                f"sqlite:///{folder / 'mlflow.db'}",
-                *(extra_args or []),
-            ]
-            # `validate` on a fresh model builds the DataModule and so generates the data: this
-            # first call's time is data generation (+ one validation pass and process warm-up).
-            start = time.perf_counter()
-            main(["validate", *base_args])
-            rows.append(
-                {"stage": "data generation + validate", "seconds": time.perf_counter() - start}
-            )
-            start = time.perf_counter()
-            cli = main(["fit", *base_args])
-            seconds = time.perf_counter() - start
-            trainer = cli.trainer
-            rows.append(
-                {
-                    "stage": "fit, 1 epoch (train + val + MLflow)",
-                    "seconds": seconds,
-                    "train_batches": int(trainer.num_training_batches),
-                    "global_steps": int(trainer.global_step),
-                    "val_acc_mean": _metric(trainer, "val/acc_mean"),
-                }
-            )
-        finally:
-            if previous is None:
-                os.environ.pop("STYLEBENCH_DATA_DIR", None)
-            else:
-                os.environ["STYLEBENCH_DATA_DIR"] = previous
+    with demo_environment(config) as demo_args:
+        base_args = [*demo_args, "--trainer.max_epochs", "1", *(extra_args or [])]
+        # `validate` on a fresh model builds the DataModule and so generates the data: this
+        # first call's time is data generation (+ one validation pass and process warm-up).
+        start = time.perf_counter()
+        main(["validate", *base_args])
+        rows.append({"stage": "data generation + validate", "seconds": time.perf_counter() - start})
+        start = time.perf_counter()
+        cli = main(["fit", *base_args])
+        seconds = time.perf_counter() - start
+        trainer = cli.trainer
+        rows.append(
+            {
+                "stage": "fit, 1 epoch (train + val + MLflow)",
+                "seconds": seconds,
+                "train_batches": int(trainer.num_training_batches),
+                "global_steps": int(trainer.global_step),
+                "val_acc_mean": _metric(trainer, "val/acc_mean"),
+            }
+        )
     return {
         "name": NAME,
         "machine": machine_description("cpu"),
@@ -96,7 +68,7 @@ model and loaders, one training epoch, validation, checkpointing and MLflow logg
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """This benchmark's options (shared with `benchmarks.run`)."""
-    parser.add_argument("--config", type=Path, default=CONFIG)
+    parser.add_argument("--config", type=Path, default=DEMO_CONFIG)
     parser.add_argument("--name", default=NAME, help="result file stem")
 
 

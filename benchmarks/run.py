@@ -1,6 +1,6 @@
 """Run the benchmarks (`make bench`): all of them, or those named, each writing its results.
 
-    python -m benchmarks.run                      # step_time, input_pipeline, demo_epoch
+    python -m benchmarks.run        # step_time, input_pipeline, demo_epoch, style_shift
     python -m benchmarks.run --only step_time --repeats 3
     python -m benchmarks.run --quick --results-dir /tmp/bench   # seconds-long smoke run
 
@@ -14,12 +14,13 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks import RESULTS_DIR, demo_epoch, input_pipeline, step_time
+from benchmarks import RESULTS_DIR, demo_epoch, input_pipeline, step_time, style_shift
 
 BENCHMARKS = {
     "step_time": step_time,
     "input_pipeline": input_pipeline,
     "demo_epoch": demo_epoch,
+    "style_shift": style_shift,
 }
 
 # Tiny settings that exercise every code path of each benchmark in seconds (tests, CI).
@@ -35,8 +36,14 @@ QUICK_OVERRIDES = {
     },
     "input_pipeline": {"num_images": 4, "repeats": 1, "batch_size": 2, "num_workers": 0},
     "demo_epoch": {},
+    "style_shift": {"repeats": 1, "methods": ["none", "histogram"]},
 }
-QUICK_DEMO_ARGS = ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2"]
+# Command-line arguments of the benchmarks that run `experiments.officehome` on the demo: a
+# quick run trains and validates a couple of batches of a smaller generated set.
+QUICK_DEMO_ARGS = {
+    "demo_epoch": ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2"],
+    "style_shift": ["--data.init_args.images_per_class", "5", "--trainer.limit_val_batches", "2"],
+}
 
 
 def benchmark_arguments(name: str, quick: bool, repeats: int | None) -> argparse.Namespace:
@@ -63,9 +70,9 @@ def main(argv=None) -> None:
     for name in args.only:
         start = time.perf_counter()
         options = benchmark_arguments(name, args.quick, args.repeats)
-        if name == "demo_epoch":
-            demo_epoch.run_from_args(
-                options, args.results_dir, QUICK_DEMO_ARGS if args.quick else None
+        if name in QUICK_DEMO_ARGS:
+            BENCHMARKS[name].run_from_args(
+                options, args.results_dir, QUICK_DEMO_ARGS[name] if args.quick else None
             )
         else:
             BENCHMARKS[name].run_from_args(options, args.results_dir)
