@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -145,6 +147,31 @@ def test_gather_excite_limited_extent_works_at_any_size(name: str, extent: int) 
     for size in (5, 16):
         x = torch.randn(2, 8, size, size)
         assert module(x).shape == x.shape
+
+
+def gather_with_gradients(gather, conv: nn.Conv2d, x: torch.Tensor, grad: torch.Tensor):
+    """Output of `gather(x)` and the gradients of x and of the convolution's parameters."""
+    inputs = x.clone().requires_grad_()
+    gathered = gather(inputs)
+    gathered.backward(grad)
+    return gathered, inputs.grad, conv.weight.grad, conv.bias.grad
+
+
+@pytest.mark.parametrize("name", ["ge", "ge_plus"])
+@pytest.mark.parametrize("training", [True, False])
+def test_global_gather_equals_its_depthwise_convolution(name: str, training: bool) -> None:
+    torch.manual_seed(0)
+    module = build(name, channels=8, feature_size=5).double().train(training)
+    with torch.no_grad():
+        module.gather.conv.bias.normal_()
+    reference = copy.deepcopy(module)
+    x = torch.randn(3, 8, 5, 5, dtype=torch.float64) * 2 + 0.5
+    grad = torch.randn(3, 8, 1, 1, dtype=torch.float64)
+    fast = gather_with_gradients(module.global_gather, module.gather.conv, x, grad)
+    convolution = gather_with_gradients(reference.gather, reference.gather.conv, x, grad)
+    for actual, expected in zip(fast, convolution, strict=True):
+        torch.testing.assert_close(actual, expected)
+    torch.testing.assert_close(module.state_dict(), reference.state_dict())
 
 
 def test_gather_excite_global_extent_rejects_another_size() -> None:
