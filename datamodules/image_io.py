@@ -58,7 +58,8 @@ def load_rgb(path: str | Path, min_side: int | None = None) -> np.ndarray:
                 scale = min_side / min(width, height)
                 # draft() picks the largest libjpeg reduction that keeps the requested size.
                 image.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
-            image = ImageOps.exif_transpose(image)
+            # In place: without an orientation to apply, the default returns a full copy.
+            ImageOps.exif_transpose(image, in_place=True)
             image.load()
             return np.asarray(_to_rgb(image))
     except (OSError, ValueError, SyntaxError) as error:

@@ -135,4 +135,5 @@ def normalize_batch(
         raise TypeError(f"normalize_batch expects uint8 images, got {images.dtype}")
     mean_tensor = torch.tensor(mean, device=images.device).view(1, 3, 1, 1) * 255
     inverse_std = 1.0 / (torch.tensor(std, device=images.device).view(1, 3, 1, 1) * 255)
-    return (images.float() - mean_tensor) * inverse_std
+    # One new tensor, normalised in place: this runs on every batch.
+    return images.float().sub_(mean_tensor).mul_(inverse_std)
