@@ -132,10 +132,10 @@ def one_pass(loader: DataLoader, normalize: bool) -> tuple[int, float]:
 
 
 def run(
-    num_images: int = 64,
+    num_images: int = 256,
     image_size: int = 224,
     batch_size: int = 16,
-    repeats: int = 3,
+    repeats: int = 5,
     num_workers: int = 2,
 ) -> dict:
     """Measure both pipelines per core and with workers; return the result dictionary."""
@@ -203,10 +203,10 @@ the two pipelines alternating. Per core: `num_workers=0`, one torch thread, one 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """This benchmark's options (shared with `benchmarks.run`)."""
-    parser.add_argument("--num-images", type=int, default=64)
+    parser.add_argument("--num-images", type=int, default=256)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes per pipeline")
+    parser.add_argument("--repeats", type=int, default=5, help="timed passes per pipeline")
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--name", default=NAME, help="result file stem")
 
