@@ -23,6 +23,36 @@ from lightning_modules.tracking import (
     read_checkpoint_run_id,
 )
 
+
+class ModelCheckpointWithLatest(ModelCheckpoint):
+    """Lightning's ModelCheckpoint whose `last.ckpt` is always the latest state.
+
+    Since Lightning 2.x, `save_last=True` writes `last.ckpt` only when a top-k checkpoint is
+    written in the same step: once the monitored metric stops improving, `last.ckpt` stays at
+    the last improvement, and `--ckpt_path last` would resume from there, repeating epochs.
+    This class also writes it at every validation (or training-epoch end) that the monitored
+    checkpoint skipped. Everything else, including the top-k files, is ModelCheckpoint's.
+    """
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_latest(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_latest(trainer)
+
+    def _save_latest(self, trainer) -> None:
+        if (
+            self.save_last
+            and not self._should_skip_saving_checkpoint(trainer)
+            and self._last_global_step_saved != trainer.global_step
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 # DataModule facts the model is built from: the data decides, the config says it once.
 LINKED_FROM_DATA = {
     "num_classes": "num_classes",
@@ -56,7 +86,7 @@ class StylebenchCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ModelCheckpointWithLatest, "checkpoint")
         # Figures and per-class tables per run in MLflow (`--evaluation_artifacts.*`).
         parser.add_lightning_class_args(EvaluationArtifacts, "evaluation_artifacts")
         parser.set_defaults(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow import MlflowClient
 
 from experiments.officehome import main
@@ -127,3 +128,33 @@ def test_leave_one_domain_out_evaluates_the_held_out_domain(tmp_path, mlflow_uri
     assert run.data.tags["protocol"] == "leave_out_Art"
     # the held-out domain's whole data was evaluated: 4 classes x 30 images
     assert cli.model.evaluation_results["val"]["Art"].sum().item() == 120
+
+
+def test_last_checkpoint_is_the_latest_state_when_the_monitor_stops_improving(
+    tmp_path, mlflow_uri
+) -> None:
+    # val/num_samples is the same every epoch: only the first epoch is a "best", which is where
+    # Lightning's own save_last would leave last.ckpt.
+    cli = main(
+        [
+            "fit",
+            *tiny_demo_args(
+                tmp_path,
+                "--checkpoint.monitor",
+                "val/num_samples",
+                "--trainer.limit_train_batches",
+                "2",
+                "--data.init_args.style_shift",
+                "{method: null}",
+                epochs=3,
+            ),
+        ]
+    )
+    callback = cli.trainer.checkpoint_callback
+    best = torch.load(callback.best_model_path, map_location="cpu", weights_only=True)
+    last = torch.load(callback.last_model_path, map_location="cpu", weights_only=True)
+    assert best["epoch"] == 0
+    assert last["epoch"] == 2
+    assert last["global_step"] == cli.trainer.global_step == 6
+    for name, value in cli.model.state_dict().items():
+        torch.testing.assert_close(last["state_dict"][name], value, msg=name)
