@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -82,15 +83,19 @@ def build_models(backbones, modules, image_size: int, with_timm: bool) -> dict[s
     return models
 
 
-def saved_activation_bytes(step) -> int:
-    """Bytes autograd saves for the backward of one forward, each storage once, no parameters."""
+def saved_tensor_bytes(forward: Callable[[], object], excluded_pointers: set[int]) -> int:
+    """Bytes autograd saves for the backward of `forward()`, each storage once.
+
+    Args:
+        forward: Runs the forward pass whose saved tensors are counted.
+        excluded_pointers: Storage addresses not to count (the parameters).
+    """
     storages: dict[int, int] = {}
-    parameter_pointers = step.parameter_pointers
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         storage = tensor.untyped_storage()
         pointer = storage.data_ptr()
-        if pointer not in parameter_pointers:
+        if pointer not in excluded_pointers:
             storages[pointer] = storage.nbytes()
         # A detached alias keeps the storage alive (so no pointer is reused and counted twice)
         # without the reference cycle that returning a saved output itself would make between
@@ -99,8 +104,13 @@ def saved_activation_bytes(step) -> int:
         return tensor.detach()
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        step(measure_only_forward=True)
+        forward()
     return sum(storages.values())
+
+
+def saved_activation_bytes(step) -> int:
+    """Bytes autograd saves for the backward of one forward, each storage once, no parameters."""
+    return saved_tensor_bytes(lambda: step(measure_only_forward=True), step.parameter_pointers)
 
 
 class TrainingStep:

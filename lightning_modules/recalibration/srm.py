@@ -308,18 +308,32 @@ class _FusedBatchNormStyleRecalibration(torch.autograd.Function):
         gate = _gate_forward(ctx, mean, std, cfc_weight, bn_weight, bn_bias, batch_norm)
         ctx.count_minus_correction = count - correction
         ctx.save_for_backward(
-            x, bn2d_weight, bn2d_bias, batch_mean, batch_invstd, sample_mean, sample_variance
+            x,
+            bn2d_weight,
+            bn2d_bias,
+            batch_mean,
+            batch_invstd,
+            sample_mean,
+            sample_variance,
+            mean,
+            std,
         )
-        ctx.style_statistics = (mean, std)
         return _per_map_affine(x, alpha * gate, beta * gate)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_output: Tensor):
-        x, bn2d_weight, bn2d_bias, batch_mean, batch_invstd, sample_mean, sample_variance = (
-            ctx.saved_tensors
-        )
-        mean, std = ctx.style_statistics
+        (
+            x,
+            bn2d_weight,
+            bn2d_bias,
+            batch_mean,
+            batch_invstd,
+            sample_mean,
+            sample_variance,
+            mean,
+            std,
+        ) = ctx.saved_tensors
         gate = ctx.gate_graph[0].detach()
         count = x.shape[-2] * x.shape[-1]
         total = x.shape[0] * count

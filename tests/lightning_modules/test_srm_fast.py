@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+from benchmarks.step_time import saved_tensor_bytes
 from lightning_modules.backbones import create_backbone
 from lightning_modules.recalibration.srm import StyleRecalibration
 
@@ -82,17 +83,7 @@ def test_fused_srm_without_autograd_matches_and_opt_out_flag() -> None:
 def saved_bytes(module: torch.nn.Module, x: torch.Tensor) -> int:
     """Bytes autograd saves for the backward of `module(x)`, each storage once, no parameters."""
     parameters = {p.untyped_storage().data_ptr() for p in module.parameters()}
-    storages: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in parameters:
-            storages[storage.data_ptr()] = storage.nbytes()
-        return tensor.detach()  # no tensor <-> grad_fn cycle for saved outputs
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        module(x)
-    return sum(storages.values())
+    return saved_tensor_bytes(lambda: module(x), parameters)
 
 
 def make_block(name: str, fused: bool) -> torch.nn.Module:
