@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchmarks import machine_description, write_result
-from lightning_modules.backbones import create_backbone
+from lightning_modules.models.backbones import create_backbone
 
 NAME = "step_time"
 MODULES = ("none", "se", "srm", "ge_minus", "ge", "ge_plus", "mssar")

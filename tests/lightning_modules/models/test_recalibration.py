@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lightning_modules.recalibration import (
+from lightning_modules.models.recalibration import (
     RECALIBRATION_MODULES,
     MultiScaleSpatiallyAsymmetricRecalibration,
     StyleRecalibration,

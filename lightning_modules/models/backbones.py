@@ -12,20 +12,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
-from urllib.parse import urlparse
 
 import torch
-import torchvision
 from torch import Tensor, nn
-from torch.nn import functional as F
-from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1, conv3x3
+from torchvision.models.resnet import conv1x1, conv3x3
 
-from lightning_modules.recalibration import RECALIBRATION_MODULES, create_recalibration
-
-RECALIBRATION_ATTRIBUTE = "recalibration"
-LOCAL_WEIGHTS_SUFFIXES = (".pth", ".pt")
+from lightning_modules.models.blocks import (
+    RECALIBRATION_ATTRIBUTE,
+    RecalibratedBasicBlock,
+    RecalibratedBottleneck,
+    ZeroPaddingShortcut,
+)
+from lightning_modules.models.pretrained import read_state_dict
+from lightning_modules.models.recalibration import (
+    RecalibrationModule,
+    create_recalibration,
+    recalibration_class,
+)
 
 
 @dataclass(frozen=True)
@@ -45,127 +49,6 @@ class LoadReport:
 def is_recalibration_key(key: str) -> bool:
     """Whether a state-dict key belongs to a recalibration module (`...recalibration.*`)."""
     return f".{RECALIBRATION_ATTRIBUTE}." in f".{key}"
-
-
-def normalise_and_recalibrate(batch_norm: nn.Module, recalibration: nn.Module, x: Tensor) -> Tensor:
-    """`recalibration(batch_norm(x))`, the residual branch's last two steps.
-
-    A module with a `forward_after_batch_norm(x, batch_norm)` method (SRM) computes both at once,
-    so that it need not keep the batch norm's output for its backward.
-    """
-    fused = getattr(recalibration, "forward_after_batch_norm", None)
-    if fused is not None:
-        return fused(x, batch_norm)
-    return recalibration(batch_norm(x))
-
-
-class RecalibratedBasicBlock(BasicBlock):
-    """torchvision's BasicBlock with `conv2 -> bn2 -> recalibration -> + shortcut -> ReLU`."""
-
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        recalibration: nn.Module | None = None,
-    ) -> None:
-        """Build the block.
-
-        Args:
-            inplanes: Input channels.
-            planes: Output channels (BasicBlock's expansion is 1).
-            stride: Stride of the first 3x3 convolution.
-            downsample: Shortcut that matches the residual's shape, or None for identity.
-            recalibration: Module applied to the residual branch; None means none.
-        """
-        super().__init__(inplanes, planes, stride, downsample)
-        self.recalibration = nn.Identity() if recalibration is None else recalibration
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Apply the block to a (B, C, H, W) map."""
-        identity = x
-
-        out = self.conv1(x)
-        out = self.bn1(out)
-        out = self.relu(out)
-
-        out = self.conv2(out)
-        out = normalise_and_recalibrate(self.bn2, self.recalibration, out)
-
-        if self.downsample is not None:
-            identity = self.downsample(x)
-
-        out += identity
-        return self.relu(out)
-
-
-class RecalibratedBottleneck(Bottleneck):
-    """torchvision's Bottleneck (stride in the 3x3) with `bn3 -> recalibration -> + shortcut`."""
-
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        recalibration: nn.Module | None = None,
-    ) -> None:
-        """Build the block.
-
-        Args:
-            inplanes: Input channels.
-            planes: Bottleneck width; the block outputs `4 * planes` channels.
-            stride: Stride of the 3x3 convolution.
-            downsample: Shortcut that matches the residual's shape, or None for identity.
-            recalibration: Module applied to the residual branch; None means none.
-        """
-        super().__init__(inplanes, planes, stride, downsample)
-        self.recalibration = nn.Identity() if recalibration is None else recalibration
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Apply the block to a (B, C, H, W) map."""
-        identity = x
-
-        out = self.conv1(x)
-        out = self.bn1(out)
-        out = self.relu(out)
-
-        out = self.conv2(out)
-        out = self.bn2(out)
-        out = self.relu(out)
-
-        out = self.conv3(out)
-        out = normalise_and_recalibrate(self.bn3, self.recalibration, out)
-
-        if self.downsample is not None:
-            identity = self.downsample(x)
-
-        out += identity
-        return self.relu(out)
-
-
-class ZeroPaddingShortcut(nn.Module):
-    """He et al.'s option-A shortcut: subsample, then pad the new channels with zeros.
-
-    Parameter-free, as in the classic CIFAR ResNets (ResNet-56: 0.85M parameters).
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
-        """Configure the shortcut.
-
-        Args:
-            in_channels: Channels of the block input.
-            out_channels: Channels of the block output (>= in_channels).
-            stride: Spatial subsampling factor.
-        """
-        super().__init__()
-        self.extra_channels = out_channels - in_channels
-        self.stride = stride
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Subsample (B, C, H, W) by the stride and append zero channels."""
-        return F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, 0, self.extra_channels))
 
 
 def halved_size(size: int) -> int:
@@ -246,7 +129,8 @@ class ResNetBackbone(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.feature_dim = self.inplanes
         self.tied_to_image_size = any(
-            getattr(module, "fixed_feature_size", None) is not None for module in self.modules()
+            module.fixed_feature_size is not None
+            for module in self.recalibration_modules().values()
         )
         self._initialise_base_layers()
 
@@ -288,10 +172,9 @@ class ResNetBackbone(nn.Module):
             )
         return nn.Sequential(*blocks)
 
-    def _create_recalibration(self, channels: int, feature_size: int) -> nn.Module:
+    def _create_recalibration(self, channels: int, feature_size: int) -> RecalibrationModule:
         kwargs = dict(self.recalibration_kwargs)
-        module_class = RECALIBRATION_MODULES.get(self.recalibration_name)
-        if getattr(module_class, "uses_feature_size", False):
+        if recalibration_class(self.recalibration_name).uses_feature_size:
             kwargs.setdefault("feature_size", (feature_size, feature_size))
         return create_recalibration(self.recalibration_name, channels, **kwargs)
 
@@ -329,7 +212,7 @@ class ResNetBackbone(nn.Module):
         x = self.avgpool(x)
         return torch.flatten(x, 1)
 
-    def recalibration_modules(self) -> dict[str, nn.Module]:
+    def recalibration_modules(self) -> dict[str, RecalibrationModule]:
         """The recalibration module of every block, by its qualified name."""
         return {
             name: module
@@ -345,9 +228,7 @@ class ResNetBackbone(nn.Module):
         """
         names: set[str] = set()
         for module_name, module in self.recalibration_modules().items():
-            exempt = getattr(module, "no_weight_decay", None)
-            if exempt is not None:
-                names |= {f"{module_name}.{name}" for name in exempt()}
+            names |= {f"{module_name}.{name}" for name in module.no_weight_decay()}
         return names
 
     def recalibration_parameter_names(self) -> set[str]:
@@ -449,67 +330,6 @@ def create_backbone(
         state_dict, source = read_state_dict(weights, name)
         backbone.weights_report = load_backbone_weights(backbone, state_dict, source)
     return backbone
-
-
-def read_state_dict(weights: str | Path, architecture: str) -> tuple[dict[str, Tensor], str]:
-    """Read a state dict from a local file or torchvision's cache, without downloading.
-
-    Args:
-        weights: A path ending in .pth/.pt (or any existing file), or a torchvision weights
-            name for `architecture` ("IMAGENET1K_V1", "DEFAULT", "ResNet50_Weights.DEFAULT").
-        architecture: Registered backbone name, used to look up torchvision's weights.
-
-    Returns:
-        The state dict and a description of where it came from, for error messages.
-    """
-    path = Path(weights).expanduser()
-    if path.suffix in LOCAL_WEIGHTS_SUFFIXES or path.is_file():
-        if not path.is_file():
-            raise FileNotFoundError(f"Weights file {path} does not exist (weights={weights!r}).")
-        try:
-            # Memory-mapped: the tensors are copied into the backbone anyway, so reading the
-            # whole file first would only double the peak memory.
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:
-            # Files saved before PyTorch 1.6 (legacy format) cannot be memory-mapped.
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        # Training checkpoints wrap the weights; accept the two common wrappers.
-        for wrapper_key in ("state_dict", "model"):
-            if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(wrapper_key), Mapping):
-                checkpoint = checkpoint[wrapper_key]
-                break
-        return dict(checkpoint), str(path)
-    return _read_torchvision_state_dict(str(weights), architecture)
-
-
-def _read_torchvision_state_dict(
-    weights_name: str, architecture: str
-) -> tuple[dict[str, Tensor], str]:
-    try:
-        weights_enum = torchvision.models.get_model_weights(architecture)
-    except ValueError:
-        raise ValueError(
-            f"torchvision has no pretrained weights for {architecture!r}, so "
-            f"weights={weights_name!r} cannot be resolved; pass the path of a local .pth file."
-        ) from None
-    member_name = weights_name.removeprefix(f"{weights_enum.__name__}.")
-    if member_name not in weights_enum.__members__:
-        raise ValueError(
-            f"weights={weights_name!r} is neither a local .pth/.pt file nor a torchvision weights "
-            f"name for {architecture}; valid names: {', '.join(weights_enum.__members__)}."
-        )
-    weights = weights_enum[member_name]
-    cache_dir = Path(torch.hub.get_dir()) / "checkpoints"
-    cached_file = cache_dir / Path(urlparse(weights.url).path).name
-    # No download is possible on the project machines, so fail before torchvision tries one.
-    if not cached_file.is_file():
-        raise FileNotFoundError(
-            f"{weights_enum.__name__}.{weights.name} is not in torchvision's cache "
-            f"({cached_file} not found; cache directory: torch.hub.get_dir() = "
-            f"{torch.hub.get_dir()}) and cannot be downloaded here. Copy the file there, or pass "
-            "its local path: create_backbone(..., weights='/path/to/resnet.pth')."
-        )
-    return weights.get_state_dict(progress=False), str(cached_file)
 
 
 def load_backbone_weights(

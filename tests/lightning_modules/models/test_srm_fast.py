@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from benchmarks.step_time import saved_tensor_bytes
-from lightning_modules.backbones import create_backbone
-from lightning_modules.recalibration.srm import StyleRecalibration
+from lightning_modules.models.backbones import create_backbone
+from lightning_modules.models.recalibration.srm import StyleRecalibration
 
 
 def make_pair(channels: int, dtype: torch.dtype) -> tuple[StyleRecalibration, StyleRecalibration]:
@@ -163,3 +163,20 @@ def test_srm_block_saves_no_more_full_size_maps_than_a_plain_block(name) -> None
     assert saved_bytes(fused, x) - plain_bytes < x[:, :, 0, 0].numel() * 8 * 10
     # The reference path keeps the batch norm's output as well: one more full-size map.
     assert saved_bytes(reference, x) - plain_bytes >= x.numel() * 8
+
+
+@pytest.mark.parametrize("hooked", ["bn", "srm", "bn_pre"])
+def test_hooks_on_the_batch_norm_or_srm_take_the_unfused_path(hooked: str) -> None:
+    # The fused path is skipped when a hook must see what it never materialises; it reads the
+    # private `_forward_hooks` / `_forward_pre_hooks` dicts (no public query exists), and this
+    # test fails loudly if torch renames them.
+    fused, reference = make_block("resnet18", True), make_block("resnet18", False)
+    calls = []
+    target = fused.recalibration if hooked == "srm" else fused.bn2
+    if hooked == "bn_pre":
+        target.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape))
+    else:
+        target.register_forward_hook(lambda module, args, out: calls.append(out.shape))
+    x = torch.randn(3, fused.conv1.in_channels, 6, 5, dtype=torch.float64)
+    torch.testing.assert_close(fused(x), reference(x))
+    assert len(calls) == 1

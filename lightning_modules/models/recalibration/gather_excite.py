@@ -18,22 +18,25 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lightning_modules.recalibration.squeeze_excite import ExcitationMLP
+from lightning_modules.models.recalibration.base import RecalibrationModule
+from lightning_modules.models.recalibration.squeeze_excite import ExcitationMLP
 
 GLOBAL_EXTENT = 0
 LIMITED_EXTENTS = (2, 4, 8)
 
 
-class GatherExcite(nn.Module):
+class GatherExcite(RecalibrationModule):
     """Gather-Excite; the subclasses below fix the form through two class attributes.
 
     Global-extent theta and theta-plus gather with a depthwise convolution whose kernel covers the
-    whole feature map, so they are tied to the feature size they were built for: a different size
-    raises a ValueError naming both (no silent adaptation, which would change what the learned
-    kernel means). Theta-minus and the limited extents work at any size.
+    whole feature map, so they are tied to the feature size they were built for (their
+    `fixed_feature_size`): a different size raises a ValueError naming both (no silent
+    adaptation, which would change what the learned kernel means). Theta-minus and the limited
+    extents work at any size. Every parameter is weight-decayed (the default
+    `no_weight_decay`), as in the GE paper.
     """
 
-    # Tells a backbone to pass the feature size of the stage the module sits in.
+    # The backbone passes the feature size of the stage the module sits in.
     uses_feature_size: ClassVar[bool] = True
     # Gather with depthwise convolutions (theta) instead of average pooling (theta-minus).
     learned_gather: ClassVar[bool] = True
@@ -56,14 +59,13 @@ class GatherExcite(nn.Module):
             extent: 0 gathers over the whole map; 2, 4 or 8 over that many positions per side.
             reduction: Bottleneck ratio of theta-plus's MLP; unused by the other forms.
         """
-        super().__init__()
+        super().__init__(channels)
         if extent != GLOBAL_EXTENT and extent not in LIMITED_EXTENTS:
             raise ValueError(
                 f"Gather-Excite extent must be {GLOBAL_EXTENT} (global) or one of "
                 f"{LIMITED_EXTENTS}, got {extent}."
             )
         self.extent = extent
-        self.fixed_feature_size: tuple[int, int] | None = None
         self.gather: nn.Sequential | None = None
         if self.learned_gather and extent == GLOBAL_EXTENT:
             if feature_size is None:
@@ -140,14 +142,6 @@ class GatherExcite(nn.Module):
         conv = self.gather.conv
         response = torch.einsum("bchw,chw->bc", x, conv.weight[:, 0]) + conv.bias
         return self.gather.bn(response[:, :, None, None])
-
-    def no_weight_decay(self) -> set[str]:
-        """Names of the parameters trained without weight decay: none, as in the GE paper.
-
-        Returns:
-            An empty set.
-        """
-        return set()
 
 
 class GatherExciteThetaMinus(GatherExcite):

@@ -3,17 +3,27 @@
 Wang, Xie, Qiao, Zhang, Zhang and Yuille, "Multi-Scale Spatially-Asymmetric Recalibration for
 Image Classification", ECCV 2018, arXiv:1804.00787.
 
-The paper computes each neuron's importance from its surrounding region at several scales, with
-a spatially asymmetric weighting (one weight per relative position), and multiplies the response
-by it. No public implementation is known and the full formulas were not available, so this is
-the project's own formulation of that description (see shared/reference/recalibration.md):
+What the paper states: each neuron's importance is computed from its surrounding region (a
+"coordinate set" covering the neuron) at several scales; the weighting over that region is
+spatially asymmetric (one weight per relative position, unlike symmetric pooling); the
+importance multiplies the response; the module adds only small fractions of parameters and
+computation, and is applied to residual and densely-connected blocks (CIFAR, ILSVRC2012).
 
-    a_s = upsample_to(H, W)( DepthwiseConv3x3_s( AvgPool(kernel=s, stride=s)(x) ) )  per scale s
-    g   = sigmoid(BN(sum_s a_s)),   out = x * g
+No public implementation is known and the full formulas were not available, so this module is
+the project's own formulation of that description. For each scale s of a configurable set
+(default {1, 2, 4}):
 
-The depthwise 3x3 weights are the asymmetric weighting of a neuron's neighbourhood; pooling by
-s first makes the same 3x3 window cover a region s times wider. Results obtained with it are
-results of this formulation, not a reproduction of the paper's numbers.
+    a_s = upsample_to(H, W)( DepthwiseConv3x3_s( AvgPool(kernel=s, stride=s)(x) ) )
+    g   = sigmoid( BN( sum over s of a_s ) )
+    out = x * g
+
+`DepthwiseConv3x3_s` is a depthwise 3x3 convolution (padding 1, no bias, its own weights per
+scale): its nine weights per channel are the asymmetric weighting of a neuron's neighbourhood,
+and pooling by s first makes the same 3x3 window cover a region s times wider. Scale 1 skips the
+pooling and the resizing; the pooling keeps partial border windows (ceil mode) and the resizing
+is nearest-neighbour by default. Extra parameters per block: `9C * len(scales) + 2C` (the batch
+norm's affine). Results obtained with it are results of this formulation, not a reproduction of
+the paper's numbers.
 """
 
 from __future__ import annotations
@@ -24,13 +34,17 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from lightning_modules.models.recalibration.base import RecalibrationModule
+
 DEFAULT_SCALES = (1, 2, 4)
 
 
-class MultiScaleSpatiallyAsymmetricRecalibration(nn.Module):
+class MultiScaleSpatiallyAsymmetricRecalibration(RecalibrationModule):
     """MS-SAR as read by this project: a sigmoid gate from multi-scale depthwise 3x3 responses.
 
     Extra parameters: `9C` per scale (no convolution biases, since batch norm follows) `+ 2C`.
+    All of them are weight-decayed (the default `no_weight_decay`): the paper states no
+    exemption, so the standard recipe applies.
     """
 
     def __init__(
@@ -46,7 +60,7 @@ class MultiScaleSpatiallyAsymmetricRecalibration(nn.Module):
             scales: Pooling factors s, one branch each; 1 means no pooling.
             upsample_mode: `F.interpolate` mode that brings a pooled branch back to (H, W).
         """
-        super().__init__()
+        super().__init__(channels)
         scales = tuple(scales)
         if not scales or len(set(scales)) != len(scales) or min(scales) < 1:
             raise ValueError(f"MS-SAR scales must be distinct positive integers, got {scales}.")
@@ -72,13 +86,3 @@ class MultiScaleSpatiallyAsymmetricRecalibration(nn.Module):
                 response = F.interpolate(depthwise_conv(pooled), size=size, mode=self.upsample_mode)
             importance = response if importance is None else importance + response
         return x * torch.sigmoid(self.bn(importance))
-
-    def no_weight_decay(self) -> set[str]:
-        """Names of the parameters trained without weight decay: none.
-
-        The paper states no exemption, so the standard recipe (decay everything) applies.
-
-        Returns:
-            An empty set.
-        """
-        return set()

@@ -11,8 +11,13 @@ import torch
 import torchvision
 from torch import nn
 
-from lightning_modules.backbones import BACKBONES, LoadReport, ResNetBackbone, create_backbone
-from lightning_modules.recalibration import RECALIBRATION_MODULES
+from lightning_modules.models.backbones import (
+    BACKBONES,
+    LoadReport,
+    ResNetBackbone,
+    create_backbone,
+)
+from lightning_modules.models.recalibration import RECALIBRATION_MODULES
 
 IMAGENET_STYLE = ["resnet18", "resnet34", "resnet50", "resnet101"]
 CIFAR_STYLE = ["resnet20", "resnet32", "resnet56", "resnet110"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from lightning_modules.models.recalibration.base import RecalibrationModule
+
 
 class ExcitationMLP(nn.Sequential):
     """SE's excitation: `fc1 (C -> C/r) -> ReLU -> fc2 (C/r -> C)`, both with biases.
@@ -35,10 +37,12 @@ class ExcitationMLP(nn.Sequential):
         self.fc2 = nn.Conv2d(hidden_channels, channels, kernel_size=1, bias=True)
 
 
-class SqueezeExcite(nn.Module):
+class SqueezeExcite(RecalibrationModule):
     """SE: `x * sigmoid(MLP(global average pool(x)))`.
 
-    Extra parameters: `2 * C * (C // r) + C // r + C`.
+    Extra parameters: `2 * C * (C // r) + C // r + C`. All of them are weight-decayed (the
+    default `no_weight_decay`): the SE paper decays every parameter, and only SRM's recipe
+    exempts its module, so the published configurations are compared as published.
     """
 
     def __init__(self, channels: int, reduction: int = 16) -> None:
@@ -48,21 +52,10 @@ class SqueezeExcite(nn.Module):
             channels: Number of channels C of the feature map it recalibrates.
             reduction: Bottleneck ratio r of the excitation MLP (16 in the paper).
         """
-        super().__init__()
+        super().__init__(channels)
         self.mlp = ExcitationMLP(channels, reduction)
 
     def forward(self, x: Tensor) -> Tensor:
         """Recalibrate a (B, C, H, W) feature map; the output has the same shape."""
         squeezed = x.mean(dim=(2, 3), keepdim=True)
         return x * torch.sigmoid(self.mlp(squeezed))
-
-    def no_weight_decay(self) -> set[str]:
-        """Names of the parameters trained without weight decay: none.
-
-        The SE paper decays every parameter; only SRM's recipe exempts its module, so the
-        published configurations are compared as published.
-
-        Returns:
-            An empty set.
-        """
-        return set()

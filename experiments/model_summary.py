@@ -1,6 +1,6 @@
 """Parameters and multiply-accumulates of a recalibrated backbone, against the plain one.
 
-    python -m experiments.inspect --backbone resnet50 --recalibration srm [--image-size 224]
+    python -m experiments.model_summary --backbone resnet50 --recalibration srm [--image-size 224]
 
 Both counts include a 1000-class linear classifier, so parameter counts compare directly with
 the published ImageNet figures (ResNet-50: 25,557,032; SRM-ResNet-50: 25,617,448).
@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from lightning_modules.backbones import BACKBONES, create_backbone
-from lightning_modules.recalibration import RECALIBRATION_MODULES
+from lightning_modules.models.backbones import BACKBONES, create_backbone
+from lightning_modules.models.recalibration import RECALIBRATION_MODULES
 
 NUM_CLASSES = 1000
 MAC_CONVENTION = (
@@ -108,7 +108,7 @@ def format_overhead(value: int, baseline: int) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     """Print the counts of `--backbone` with `--recalibration` and of the plain backbone."""
     parser = argparse.ArgumentParser(
-        prog="python -m experiments.inspect", description=__doc__.split("\n\n")[0]
+        prog="python -m experiments.model_summary", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--backbone", required=True, choices=list(BACKBONES))
     parser.add_argument("--recalibration", default="srm", choices=list(RECALIBRATION_MODULES))

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from datamodules.base import UNLABELLED
-from lightning_modules.adaptation import DomainDiscriminator, dann_loss, dann_schedule
 from lightning_modules.classifier import MultiDomainClassifier
+from lightning_modules.models.adaptation import DomainDiscriminator, dann_loss, dann_schedule
 
 # training_step is called without a Trainer here; its self.log calls are no-ops.
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log()`")

@@ -1,4 +1,4 @@
-"""`python -m experiments.inspect`: the printed counts match counts made independently here."""
+"""`python -m experiments.model_summary`: printed counts match counts made independently."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from experiments.inspect import main
-from lightning_modules.backbones import create_backbone
+from experiments.model_summary import main
+from lightning_modules.models.backbones import create_backbone
 
 # CIFAR ResNet-20 at 32 px: stages of 3 blocks with (channels, feature side) below.
 RESNET20_STAGES = [(16, 32), (32, 16), (64, 8)]
@@ -42,7 +42,7 @@ def printed_counts(output: str, label: str) -> list[int]:
     return [int(number.replace(",", "")) for number in re.findall(r"[+-]?\d[\d,]*(?=\s|$)", row)]
 
 
-def test_inspect_prints_parameters_and_macs_with_overhead(
+def test_model_summary_prints_parameters_and_macs_with_overhead(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     main(["--backbone", "resnet20", "--recalibration", "srm", "--image-size", "32"])
@@ -76,7 +76,7 @@ def test_inspect_prints_parameters_and_macs_with_overhead(
     assert "FlopCounterMode" in output and "Not counted" in output
 
 
-def test_inspect_rejects_unknown_backbone(capsys: pytest.CaptureFixture[str]) -> None:
+def test_model_summary_rejects_unknown_backbone(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--backbone", "resnet152"])
     assert "invalid choice" in capsys.readouterr().err

@@ -1,0 +1,1 @@
+"""The networks: ResNet backbones, recalibration modules, classifier heads and DANN parts."""
