@@ -1,137 +1,123 @@
-"""Generated demo textures in the exact DTD layout: procedural texture classes with label files
-for all ten partitions, so the DTD DataModule runs unchanged without the real dataset.
+"""The generated DTD-like set: procedural texture classes in the exact DTD layout, with label
+files for all ten partitions, so the DTD DataModule runs unchanged without the real dataset.
 
 `<root>/images/<class>/<class>_<NNNN>.jpg` and `<root>/labels/{train,val,test}{1..10}.txt`
 (each line `<class>/<class>_<NNNN>.jpg`); as in DTD, every partition splits each class into
 thirds. Colour, scale, orientation, phase, line width, shading and noise are random per image,
 so only the pattern's structure carries the class. Generation is seeded per image.
-
-    python -m datamodules.dtd_demo_data --root data/dtd_demo --grid dtd_grid.png
 """
 
 from __future__ import annotations
 
-import argparse
-import colorsys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 
-from datamodules.demo_data import JPEG_QUALITY, _ensure_generated, _save_grid
+import datamodules.demo.drawing as drawing
+from datamodules.demo.cache import ensure_generated
+from datamodules.demo.preview import save_grid
 
 DTD_NUM_PARTITIONS = 10
 DTD_SPLITS = ("train", "val", "test")
-# Part of the cache folder's name: bump it whenever the rendering changes, so that stale caches
-# are not reused (the shared DEMO_DATA_VERSION would also invalidate the Office-Home demo).
+# Part of the cache key (and of the cache folder's name): bump it whenever the rendering
+# changes (here or in the drawing.py functions it uses), so that stale caches are not reused.
 DTD_DEMO_VERSION = 1
-# Streams of the per-image and per-partition random generators, kept apart from demo_data's.
+# Streams of the per-image and per-partition random generators, apart from the other sets'.
 _IMAGE_STREAM, _PARTITION_STREAM = 11, 12
-# Patterns are drawn at this multiple of the output size, then area-downsampled (anti-aliasing).
-_SUPERSAMPLE = 2
 _MIN_PERIOD_PIXELS = 6
 
 
 # ----------------------------------------------------------------------------------------------
-# Patterns: each maps rotated pixel coordinates (u, v), the pattern period and a generator to a
-# coverage mask in [0, 1]. Pairs of classes share structure on purpose (stripes/waves/zigzags,
-# checks/grid/crosshatch, dots/blobs) so that the task needs more than one global statistic.
+# Classes: each draws its random parameters, then a shared pattern of rotated pixel coordinates
+# (u, v) with the given period. Pairs of classes share structure on purpose
+# (stripes/waves/zigzags, checks/grid/crosshatch, dots/blobs) so that the task needs more than
+# one global statistic. The lines sit on integer phases (drawing's default offset).
 
 
-def _line_profile(phase: np.ndarray, width: float) -> np.ndarray:
-    """1 within `width` (a fraction of the period) of an integer `phase`, else 0."""
-    distance = np.abs(phase - np.round(phase))
-    return (distance < width / 2).astype(np.float32)
+def _draw_stripes(u, v, period, rng):
+    return drawing.stripes(u, width=rng.uniform(0.3, 0.6), period=period)
 
 
-def _stripes(u, v, period, rng):
-    return _line_profile(u / period, rng.uniform(0.3, 0.6))
-
-
-def _waves(u, v, period, rng):
+def _draw_waves(u, v, period, rng):
     amplitude = rng.uniform(0.25, 0.6) * period
     wavelength = rng.uniform(1.5, 3.0) * period
-    return _line_profile((u + amplitude * np.sin(2 * np.pi * v / wavelength)) / period, 0.4)
+    angle = 2 * np.pi * v / wavelength
+    return drawing.waves(u, angle, amplitude=amplitude, width=0.4, period=period)
 
 
-def _zigzags(u, v, period, rng):
+def _draw_zigzags(u, v, period, rng):
     amplitude = rng.uniform(0.3, 0.7) * period
     wavelength = rng.uniform(1.0, 2.0) * period
-    triangle = 2 * np.abs(v / wavelength - np.floor(v / wavelength + 0.5))  # 0..1 sawtooth
-    return _line_profile((u + amplitude * triangle) / period, 0.4)
+    return drawing.zigzag(u, v / wavelength, amplitude=amplitude, width=0.4, period=period)
 
 
-def _checks(u, v, period, rng):
-    return ((np.floor(u / period) + np.floor(v / period)) % 2).astype(np.float32)
+def _draw_checks(u, v, period, rng):
+    return drawing.checks(u, v, scale=0.5, parity=True, period=period)  # squares of a period
 
 
-def _grid(u, v, period, rng):
-    width = rng.uniform(0.12, 0.25)
-    return np.maximum(_line_profile(u / period, width), _line_profile(v / period, width))
+def _draw_grid(u, v, period, rng):
+    return drawing.grid(u, v, width=rng.uniform(0.12, 0.25), period=period)
 
 
-def _crosshatch(u, v, period, rng):
+def _draw_crosshatch(u, v, period, rng):
     # Two families of thin lines crossing at an oblique angle (a grid crosses at 90 degrees).
     tilt = np.deg2rad(rng.uniform(35, 65))
     second = u * np.cos(tilt) + v * np.sin(tilt)
-    width = rng.uniform(0.12, 0.22)
-    return np.maximum(_line_profile(u / period, width), _line_profile(second / period, width))
+    return drawing.grid(u, second, width=rng.uniform(0.12, 0.22), period=period)
 
 
-def _dots(u, v, period, rng):
+def _draw_dots(u, v, period, rng):
     # A lattice of discs, every other row shifted by a random fraction (square to hexagonal).
     shift = rng.uniform(0.0, 0.5)
-    row = np.floor(v / period)
-    du = (u / period + shift * (row % 2)) % 1.0 - 0.5
-    dv = (v / period) % 1.0 - 0.5
     radius = rng.uniform(0.2, 0.35)
-    return (du**2 + dv**2 < radius**2).astype(np.float32)
+    return drawing.dots(
+        u,
+        v,
+        radius=radius,
+        row_shift=shift,
+        alternate_rows=True,
+        squared_distance=True,
+        period=period,
+    )
 
 
-def _rings(u, v, period, rng):
+def _draw_rings(u, v, period, rng):
     side = u.shape[0]
     centre_u, centre_v = rng.uniform(-0.5, 0.5, size=2) * side
     distance = np.hypot(u - centre_u, v - centre_v)
-    return _line_profile(distance / period, rng.uniform(0.3, 0.5))
+    return drawing.rings(distance, width=rng.uniform(0.3, 0.5), period=period)
 
 
-def _cracks(u, v, period, rng):
-    # Edges of a random Voronoi tessellation: thin, irregular, branching lines.
-    side = u.shape[0]
+def _draw_cracks(u, v, period, rng):
+    # Edges of a random Voronoi tessellation, about two cells per period squared.
     extent = np.abs(u).max() + np.abs(v).max()
     count = max(4, int((2 * extent / period) ** 2 / 2))
     seeds = rng.uniform(-extent, extent, size=(count, 2)).astype(np.float32)
-    points = np.stack([u.ravel(), v.ravel()], axis=1)
-    distances = np.sqrt(((points[:, None, :] - seeds[None, :, :]) ** 2).sum(axis=2))
-    nearest_two = np.partition(distances, 1, axis=1)[:, :2]
-    gap = (nearest_two[:, 1] - nearest_two[:, 0]).reshape(side, side)
-    return (gap < rng.uniform(0.06, 0.12) * period).astype(np.float32)
+    return drawing.cracks(u, v, seeds, width=rng.uniform(0.06, 0.12) * period)
 
 
-def _blobs(u, v, period, rng):
+def _draw_blobs(u, v, period, rng):
     # Thresholded smooth noise: irregular patches with no lattice.
     side = u.shape[0]
-    cells = max(2, round(side / period))
-    coarse = rng.standard_normal((cells + 1, cells + 1)).astype(np.float32)
-    smooth = cv2.resize(coarse, (side, side), interpolation=cv2.INTER_CUBIC)
-    return (smooth > rng.uniform(-0.3, 0.3)).astype(np.float32)
+    noise = drawing.smooth_noise(rng, side, max(2, round(side / period)), distribution="normal")
+    return drawing.blotches(noise, threshold=rng.uniform(-0.3, 0.3))
 
 
-# Class name -> pattern, in generation order (the first `num_classes` are used).
+# Class name -> (u, v, period, rng) -> signed field of the pattern colour, in generation order
+# (the first `num_classes` are used).
 DTD_DEMO_PATTERNS: dict[str, Callable] = {
-    "stripes": _stripes,
-    "dots": _dots,
-    "checks": _checks,
-    "waves": _waves,
-    "zigzags": _zigzags,
-    "grid": _grid,
-    "cracks": _cracks,
-    "blobs": _blobs,
-    "crosshatch": _crosshatch,
-    "rings": _rings,
+    "stripes": _draw_stripes,
+    "dots": _draw_dots,
+    "checks": _draw_checks,
+    "waves": _draw_waves,
+    "zigzags": _draw_zigzags,
+    "grid": _draw_grid,
+    "cracks": _draw_cracks,
+    "blobs": _draw_blobs,
+    "crosshatch": _draw_crosshatch,
+    "rings": _draw_rings,
 }
 DTD_DEMO_CLASSES: tuple[str, ...] = tuple(DTD_DEMO_PATTERNS)
 
@@ -139,9 +125,9 @@ DTD_DEMO_CLASSES: tuple[str, ...] = tuple(DTD_DEMO_PATTERNS)
 def _colour_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Two random colours that differ in brightness, in random order (RGB in [0, 1])."""
     hue = rng.random()
-    light = colorsys.hsv_to_rgb(hue, rng.uniform(0.1, 0.8), rng.uniform(0.7, 1.0))
+    light = drawing.hsv(hue, rng.uniform(0.1, 0.8), rng.uniform(0.7, 1.0))
     other_hue = (hue + rng.uniform(-0.2, 0.2) + (0.5 if rng.random() < 0.3 else 0.0)) % 1.0
-    dark = colorsys.hsv_to_rgb(other_hue, rng.uniform(0.2, 0.9), rng.uniform(0.1, 0.45))
+    dark = drawing.hsv(other_hue, rng.uniform(0.2, 0.9), rng.uniform(0.1, 0.45))
     pair = (np.asarray(light, np.float32), np.asarray(dark, np.float32))
     return pair if rng.random() < 0.5 else pair[::-1]
 
@@ -150,18 +136,17 @@ def render_texture(class_index: int, rng: np.random.Generator, image_size: int) 
     """One (image_size, image_size, 3) uint8 texture of class `DTD_DEMO_CLASSES[class_index]`."""
     if not 0 <= class_index < len(DTD_DEMO_CLASSES):
         raise ValueError(f"class_index={class_index} must be in 0..{len(DTD_DEMO_CLASSES) - 1}")
-    side = image_size * _SUPERSAMPLE
+    side = image_size * drawing.SUPERSAMPLE
     angle = rng.uniform(0.0, np.pi)
     # A floor in pixels keeps the finest patterns legible in small images (no aliasing to grey).
-    period = max(rng.uniform(0.1, 0.3) * side, _MIN_PERIOD_PIXELS * _SUPERSAMPLE)
-    coordinates = np.arange(side, dtype=np.float32) - side / 2
-    y, x = np.meshgrid(coordinates, coordinates, indexing="ij")
+    period = max(rng.uniform(0.1, 0.3) * side, _MIN_PERIOD_PIXELS * drawing.SUPERSAMPLE)
+    x, y = drawing.pixel_grid(side, origin=-side / 2)
     u = x * np.cos(angle) + y * np.sin(angle) + rng.uniform(0, period)
     v = -x * np.sin(angle) + y * np.cos(angle) + rng.uniform(0, period)
-    mask = DTD_DEMO_PATTERNS[DTD_DEMO_CLASSES[class_index]](u, v, period, rng)
-    mask = cv2.resize(mask, (image_size, image_size), interpolation=cv2.INTER_AREA)
+    signed = DTD_DEMO_PATTERNS[DTD_DEMO_CLASSES[class_index]](u, v, period, rng)
+    mask = drawing.downsample(drawing.hard_coverage(signed), image_size)
     background, foreground = _colour_pair(rng)
-    image = background + mask[..., None] * (foreground - background)
+    image = drawing.paint(mask, background, foreground)
     # Uneven lighting and sensor noise, as in photographs of real surfaces.
     gradient_angle = rng.uniform(0, 2 * np.pi)
     ramp = np.linspace(-1, 1, image_size, dtype=np.float32)
@@ -170,7 +155,7 @@ def render_texture(class_index: int, rng: np.random.Generator, image_size: int) 
         ramp_x * np.cos(gradient_angle) + ramp_y * np.sin(gradient_angle)
     )
     image = image * shading[..., None] + rng.normal(0, 0.04, image.shape).astype(np.float32)
-    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+    return drawing.to_uint8(image, rounding="half_even")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,9 +212,7 @@ def generate_dtd_demo(
         for number in range(1, images_per_class + 1):
             rng = np.random.default_rng([_IMAGE_STREAM, seed, class_index, number])
             image = render_texture(class_index, rng, image_size)
-            Image.fromarray(image).save(
-                class_dir / f"{class_name}_{number:04d}.jpg", quality=JPEG_QUALITY
-            )
+            drawing.save_jpeg(image, class_dir / f"{class_name}_{number:04d}.jpg")
     labels_dir = root / "labels"
     labels_dir.mkdir(parents=True, exist_ok=True)
     for partition in range(1, DTD_NUM_PARTITIONS + 1):
@@ -254,7 +237,9 @@ def ensure_dtd_demo(cache_dir: str | Path | None = None, **settings) -> Path:
         `<cache_dir>/dtd_v<version>_demo-<hash of settings>`, complete and safe to call from
         several processes at once (same contract as `ensure_officehome_demo`).
     """
-    return _ensure_generated(f"dtd_v{DTD_DEMO_VERSION}", generate_dtd_demo, cache_dir, settings)
+    return ensure_generated(
+        f"dtd_v{DTD_DEMO_VERSION}", DTD_DEMO_VERSION, generate_dtd_demo, cache_dir, settings
+    )
 
 
 def save_dtd_grid(root: str | Path, output: str | Path, samples_per_class: int = 6) -> Path:
@@ -267,34 +252,4 @@ def save_dtd_grid(root: str | Path, output: str | Path, samples_per_class: int =
         row = [np.asarray(Image.open(f).convert("RGB")) for f in files]
         cells.append(row + [None] * (samples_per_class - len(row)))
     columns = [str(i + 1) for i in range(samples_per_class)]
-    return _save_grid(cells, classes, columns, f"DTD demo: {root}", output)
-
-
-def main(args: Sequence[str] | None = None) -> None:
-    """Command line: generate the demo textures into a folder, optionally with a sample grid."""
-    parser = argparse.ArgumentParser(
-        prog="python -m datamodules.dtd_demo_data", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--root", required=True, help="output folder (gets images/, labels/)")
-    parser.add_argument("--num-classes", type=int, default=8)
-    parser.add_argument("--images", type=int, default=30, help="images per class")
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--grid", default=None, help="also save a sample grid PNG here")
-    options = parser.parse_args(args)
-    started = time.perf_counter()
-    root = generate_dtd_demo(
-        options.root,
-        num_classes=options.num_classes,
-        images_per_class=options.images,
-        image_size=options.image_size,
-        seed=options.seed,
-    )
-    count = sum(1 for _ in Path(root).glob("images/*/*.jpg"))
-    print(f"wrote {count} images to {root} in {time.perf_counter() - started:.1f} s")
-    if options.grid:
-        print(f"grid: {save_dtd_grid(root, options.grid)}")
-
-
-if __name__ == "__main__":
-    main()
+    return save_grid(cells, classes, columns, f"DTD demo: {root}", output)

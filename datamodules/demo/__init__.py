@@ -1,0 +1,74 @@
+"""Generated demo data: stand-ins for Office-Home, the cue-conflict stimuli and DTD, written in
+the published layouts so the demos run through the same code paths as the real datasets.
+
+- `officehome`: textured shapes (class = shape + texture) in four drawing styles (the domains);
+- `cue_conflict`: every shape with every class's texture, in Geirhos et al.'s layout;
+- `dtd`: procedural texture classes with DTD's images/ and labels/ (ten partitions);
+- `cache`: each set generated once per settings into `$STYLEBENCH_DATA_DIR` (default
+  `~/.cache/stylebench`), atomically;
+- `drawing`: the drawing library they all share; `shapes`, `styles`, `objects`: the textured
+  object model of the first two.
+
+    python -m datamodules.demo officehome --root /tmp/oh --grid grid.png
+"""
+
+from datamodules.demo.cache import COMPLETE_MARKER, default_cache_dir
+from datamodules.demo.cue_conflict import (
+    ensure_cue_conflict_demo,
+    generate_cue_conflict_demo,
+    save_cue_conflict_grid,
+)
+from datamodules.demo.dtd import (
+    DTD_DEMO_CLASSES,
+    DTD_DEMO_PATTERNS,
+    DTD_DEMO_VERSION,
+    DTD_NUM_PARTITIONS,
+    DTD_SPLITS,
+    ensure_dtd_demo,
+    generate_dtd_demo,
+    partition_split,
+    render_texture,
+    save_dtd_grid,
+)
+from datamodules.demo.objects import (
+    DEMO_DATA_VERSION,
+    DEMO_TEXTURES,
+    SurfaceAppearance,
+    render_object,
+)
+from datamodules.demo.officehome import (
+    ensure_officehome_demo,
+    generate_officehome_demo,
+    save_officehome_grid,
+)
+from datamodules.demo.shapes import DEMO_CLASSES, ObjectGeometry
+from datamodules.demo.styles import DEMO_DOMAINS, RENDER_STYLES
+
+__all__ = [
+    "COMPLETE_MARKER",
+    "DEMO_CLASSES",
+    "DEMO_DATA_VERSION",
+    "DEMO_DOMAINS",
+    "DEMO_TEXTURES",
+    "DTD_DEMO_CLASSES",
+    "DTD_DEMO_PATTERNS",
+    "DTD_DEMO_VERSION",
+    "DTD_NUM_PARTITIONS",
+    "DTD_SPLITS",
+    "RENDER_STYLES",
+    "ObjectGeometry",
+    "SurfaceAppearance",
+    "default_cache_dir",
+    "ensure_cue_conflict_demo",
+    "ensure_dtd_demo",
+    "ensure_officehome_demo",
+    "generate_cue_conflict_demo",
+    "generate_dtd_demo",
+    "generate_officehome_demo",
+    "partition_split",
+    "render_object",
+    "render_texture",
+    "save_cue_conflict_grid",
+    "save_dtd_grid",
+    "save_officehome_grid",
+]
