@@ -28,8 +28,14 @@ from PIL import Image, ImageDraw, ImageFilter
 from torch.utils.data import DataLoader, Dataset
 
 from benchmarks import machine_description, write_result
-from datamodules.base import ImageSampleDataset, Sample
-from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch, train_transform
+from datamodules.data.dataset import ImageSampleDataset
+from datamodules.data.layout import Sample
+from datamodules.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    normalize_batch,
+    train_transform,
+)
 
 NAME = "input_pipeline"
 SIZES = ((800, 600), (1024, 768))

@@ -2,30 +2,60 @@
 
 A dataset is a list of domains, each a folder in `<root>/<Class>/<image>` layout (or an image
 list); all domains share one class list. Each domain is split into train/val/test with a seeded,
-class-stratified split; held-out domains are evaluated only. Batches are
-`(uint8 images (B, 3, H, W), labels (B,), domain indices (B,))`, where the domain index refers to
-`domain_names`.
+class-stratified split, or by the dataset's official splits; held-out domains are evaluated
+only. Batches are `(uint8 images (B, 3, H, W), labels (B,), domain indices (B,))`, where the
+domain index refers to `domain_names`; `on_after_batch_transfer` turns the images into
+normalised floats on the device.
+
+A dataset subclass provides:
+- `domain_sources()` (required): its domains, in a fixed order;
+- `official_splits(domain)` (optional): a domain's official train/val/test files, where the
+  dataset has them (DTD's label files, Stylized-ImageNet's train/ and val/ folders);
+- `list_files()` (optional, extend with `super().list_files()`): the image lists it reads, so
+  the data check reads them as training does;
+- `generate_root()` (optional): for generated data (the demos), make the data and return its
+  folder; called on first use when `root` is null.
+
+Constructing a DataModule validates its settings and reads nothing from disk. The domains are
+scanned on first use (the CLI's link of `class_names`, `domain_names` and `num_classes` to the
+model, or `setup`), once per process.
 """
 
 from __future__ import annotations
 
-import os
+import tempfile
 import zlib
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import CombinedLoader
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from datamodules.domains import ExtraDomain, scan_extra_domain
-from datamodules.image_io import is_image_file, load_rgb
-from datamodules.samplers import DomainBalancedSampler, UnpaddedDistributedSampler
-from datamodules.style_shift import (
+from datamodules.data.checks import IMAGE_PROBLEMS, check_datamodule
+from datamodules.data.cue_conflict import CueConflictDataset, CueConflictSet, scan_cue_conflict
+from datamodules.data.dataset import (
+    BAD_IMAGE_POLICIES,
+    ImageSampleDataset,
+    collate_skipping_none,
+    read_bad_images,
+)
+from datamodules.data.extra_domains import ExtraDomain, scan_extra_domain
+from datamodules.data.image_lists import ImageListFile
+from datamodules.data.layout import (
+    DatasetLayoutError,
+    DomainData,
+    DomainSource,
+    Sample,
+    check_domain_roles,
+    scan_class_folders,
+    shared_class_names,
+)
+from datamodules.data.samplers import DomainBalancedSampler, UnpaddedDistributedSampler
+from datamodules.data.splitting import LabelledFiles, stratified_split
+from datamodules.data.style_shift import (
     ScheduledLoader,
     StyleShiftConfig,
     StyleShiftedDataset,
@@ -34,184 +64,36 @@ from datamodules.style_shift import (
     style_evaluation_due,
     style_folder_images,
 )
-from datamodules.transforms import AugmentationConfig, eval_transform, train_transform
+from datamodules.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    AugmentationConfig,
+    eval_transform,
+    normalize_batch,
+    train_transform,
+)
+from datamodules.demo import ensure_cue_conflict_demo
 
 #: Label of adaptation-target training samples (`target_domains`): their labels are not used.
 UNLABELLED = -1
 #: The split holding the target domains' unlabelled training images.
 TARGET_TRAIN_SPLIT = "train_target"
+SPLITS = ("train", "val", "test")
 
-
-class DatasetLayoutError(ValueError):
-    """The files on disk do not have the layout the DataModule expects."""
-
-
-@dataclass(frozen=True)
-class Sample:
-    path: str
-    label: int
-    domain_index: int
-
-
-@dataclass
-class DomainSource:
-    """Where one domain's images are.
-
-    Args:
-        name: the domain's name (used for heads and metric names).
-        root: a folder in `<root>/<Class>/<image>` layout.
-    """
-
-    name: str
-    root: str
-
-
-@dataclass
-class DomainData:
-    """One scanned domain: its class folders and image files (label = index in the class list)."""
-
-    name: str
-    root: Path
-    files_by_class: dict[str, list[str]] = field(default_factory=dict)
-
-    @property
-    def num_images(self) -> int:
-        return sum(len(files) for files in self.files_by_class.values())
-
-
-def scan_class_folders(domain: DomainSource) -> DomainData:
-    """List `<root>/<Class>/<image>` files, ignoring hidden and non-image files."""
-    root = Path(domain.root)
-    if not root.is_dir():
-        raise DatasetLayoutError(f"domain {domain.name!r}: folder {root} does not exist")
-    files_by_class: dict[str, list[str]] = {}
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        # os.scandir is several times faster than Path.glob on large class folders.
-        with os.scandir(class_dir) as entries:
-            files = sorted(e.path for e in entries if e.is_file() and is_image_file(e.name))
-        files_by_class[class_dir.name] = files
-    return DomainData(name=domain.name, root=root, files_by_class=files_by_class)
-
-
-def check_same_classes(domains: Sequence[DomainData]) -> list[str]:
-    """The class list shared by all domains; a mismatch names the classes that differ and where."""
-    if not domains:
-        raise DatasetLayoutError("no domains were given")
-    reference = domains[0]
-    reference_classes = set(reference.files_by_class)
-    problems = []
-    for domain in domains:
-        if not domain.files_by_class:
-            problems.append(f"domain {domain.name!r} ({domain.root}) has no class folders")
-            continue
-        classes = set(domain.files_by_class)
-        missing = sorted(reference_classes - classes)
-        extra = sorted(classes - reference_classes)
-        if missing or extra:
-            problems.append(
-                f"domain {domain.name!r} ({domain.root}) differs from {reference.name!r} "
-                f"({reference.root}): missing {missing}, extra {extra}"
-            )
-        empty = sorted(name for name, files in domain.files_by_class.items() if not files)
-        if empty:
-            problems.append(f"domain {domain.name!r} ({domain.root}) has empty classes {empty}")
-    if problems:
-        raise DatasetLayoutError(
-            "all domains must have the same class folders, each with images:\n  "
-            + "\n  ".join(problems)
-        )
-    return sorted(reference_classes)
-
-
-def stratified_split(
-    files_by_class: dict[str, list[str]],
-    class_names: Sequence[str],
-    val_fraction: float,
-    test_fraction: float,
-    seed: int,
-) -> tuple[list[tuple[str, int]], list[tuple[str, int]], list[tuple[str, int]]]:
-    """Seeded split of each class's files into (train, val, test) lists of (path, label)."""
-    rng = np.random.default_rng(seed)
-    splits: tuple[list, list, list] = ([], [], [])
-    for label, class_name in enumerate(class_names):
-        files = files_by_class[class_name]
-        order = rng.permutation(len(files))
-        num_val = round(len(files) * val_fraction)
-        num_test = round(len(files) * test_fraction)
-        for rank, index in enumerate(order):
-            split = 1 if rank < num_val else 2 if rank < num_val + num_test else 0
-            splits[split].append((files[index], label))
-    return splits
-
-
-class ImageSampleDataset(Dataset):
-    """(path, label, domain index) samples -> (uint8 image tensor, label, domain index).
-
-    With `on_bad_image="skip"`, an image that cannot be decoded gives None (dropped by
-    `collate_skipping_none`) and its path is appended to a file in `bad_image_dir`: files, not
-    memory, because DataLoader workers are separate processes.
-    """
-
-    def __init__(
-        self,
-        samples: Sequence[Sample],
-        transform,
-        min_decode_side: int | None = None,
-        on_bad_image: str = "error",
-        bad_image_dir: str | None = None,
-    ):
-        if on_bad_image not in ("error", "skip"):
-            raise ValueError(f"on_bad_image={on_bad_image!r}; valid choices: ['error', 'skip']")
-        self.samples = list(samples)
-        self.transform = transform
-        self.min_decode_side = min_decode_side
-        self.on_bad_image = on_bad_image
-        self.bad_image_dir = bad_image_dir
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int] | None:
-        sample = self.samples[index]
-        try:
-            image = load_rgb(sample.path, min_side=self.min_decode_side)
-        except OSError:
-            if self.on_bad_image == "error":
-                raise
-            if self.bad_image_dir is not None:
-                # One file per process; appends of short lines are atomic enough here.
-                log = Path(self.bad_image_dir) / f"bad-{os.getpid()}.txt"
-                with open(log, "a") as handle:
-                    handle.write(sample.path + "\n")
-            return None
-        return self.transform(image), sample.label, sample.domain_index
-
-
-def collate_skipping_none(batch: list):
-    """default_collate without the samples a dataset skipped (None); None if all were skipped."""
-    kept = [item for item in batch if item is not None]
-    if not kept:
-        return None
-    return torch.utils.data.default_collate(kept)
-
-
-def read_bad_images(bad_image_dir: str | None) -> list[str]:
-    """The distinct paths skipped so far, gathered from every worker's file."""
-    if bad_image_dir is None or not Path(bad_image_dir).is_dir():
-        return []
-    paths: set[str] = set()
-    for log in Path(bad_image_dir).glob("bad-*.txt"):
-        paths.update(line for line in log.read_text().splitlines() if line)
-    return sorted(paths)
+__all__ = [
+    "SPLITS",
+    "TARGET_TRAIN_SPLIT",
+    "UNLABELLED",
+    "DatasetLayoutError",
+    "DomainData",
+    "DomainSource",
+    "MultiDomainDataModule",
+    "Sample",
+]
 
 
 class MultiDomainDataModule(pl.LightningDataModule):
-    """Base DataModule: domains -> seeded splits -> datasets -> loaders.
-
-    Subclasses implement `domain_sources()`; everything else is shared. The domains are scanned
-    when the DataModule is built, so `domain_names`, `class_names` and `num_classes` are known to
-    the CLI, which passes them on to the model.
-    """
+    """Base DataModule: domains -> seeded or official splits -> datasets -> loaders."""
 
     #: Name of the dataset: the MLflow experiment and the `dataset` tag.
     dataset_name = "multidomain"
@@ -239,7 +121,7 @@ class MultiDomainDataModule(pl.LightningDataModule):
         target_domains: list[str] | None = None,
         extra_domains: list[ExtraDomain] | None = None,
     ) -> None:
-        """Build the DataModule and scan the domains on disk.
+        """Validate the settings (nothing is read from disk yet).
 
         Args:
             root: the dataset's root folder.
@@ -280,7 +162,7 @@ class MultiDomainDataModule(pl.LightningDataModule):
             extra_domains: domains added by configuration, each `name` plus `root`
                 (ImageFolder layout) or `image_list` (`path label` lines), an optional
                 `class_mapping` and a `role` (`train`, `held_out`, `target`); see
-                `datamodules/domains.py` and the README's "New domains".
+                `datamodules/data/extra_domains.py` and the README's "New domains".
         """
         super().__init__()
         if (
@@ -294,8 +176,11 @@ class MultiDomainDataModule(pl.LightningDataModule):
             )
         if image_size < 16:
             raise ValueError(f"image_size={image_size} is too small; use at least 16 pixels")
-        self.root = root
-        self.held_out_domains = list(held_out_domains or [])
+        if on_bad_image not in BAD_IMAGE_POLICIES:
+            raise ValueError(
+                f"data.on_bad_image={on_bad_image!r}; valid choices: {list(BAD_IMAGE_POLICIES)}"
+            )
+        self._root = root
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.split_seed = split_seed
@@ -309,10 +194,6 @@ class MultiDomainDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory
         self.decode_at_reduced_size = decode_at_reduced_size
         self.domain_proportions = domain_proportions
-        if on_bad_image not in ("error", "skip"):
-            raise ValueError(
-                f"data.on_bad_image={on_bad_image!r}; valid choices: ['error', 'skip']"
-            )
         self.on_bad_image = on_bad_image
         self.check_data = check_data
         self.bad_image_dir: str | None = None
@@ -322,52 +203,66 @@ class MultiDomainDataModule(pl.LightningDataModule):
         self.style_shift_fn = (
             create_style_shift(self.style_shift) if self.style_shift.enabled else None
         )
-
-        self.target_domains = list(target_domains or [])
         self.extra_domains = list(extra_domains or [])
-        self.domains = [scan_class_folders(source) for source in self.domain_sources()]
+        roles = {
+            role: [d.name for d in self.extra_domains if d.role == role]
+            for role in ("held_out", "target")
+        }
+        self.held_out_domains = list(held_out_domains or []) + roles["held_out"]
+        self.target_domains = list(target_domains or []) + roles["target"]
+
+    # ----- what subclasses provide -------------------------------------------------------------
+    @property
+    def root(self) -> str:
+        """The dataset's root folder (generated on first use for data made by the project)."""
+        if self._root is None:
+            self._root = str(self.generate_root())
+        return self._root
+
+    def generate_root(self) -> str | Path:
+        """Generate the data and return its folder; only generated datasets implement this."""
+        raise ValueError(f"{type(self).__name__} needs data.init_args.root (the dataset's folder)")
+
+    def domain_sources(self) -> list[DomainSource]:
+        """The dataset's domains, in a fixed order."""
+        raise NotImplementedError(f"{type(self).__name__} must implement domain_sources()")
+
+    def official_splits(self, domain: DomainData) -> dict[str, LabelledFiles] | None:
+        """A domain's official splits, `{"train"|"val"|"test": [(path, label), ...]}` (labels
+        index `class_names`), or None to split it by `val_fraction` and `test_fraction`.
+
+        Called once per dataset domain (extra domains are always split by the fractions). A
+        held-out domain is evaluated on its official `val` and `test`; its `train` is unused.
+        """
+        return None
+
+    def list_files(self) -> list[ImageListFile]:
+        """The image-list files this DataModule reads, for the data check; subclasses that
+        read more lists extend this list."""
+        return [listed for d in self.extra_domains if (listed := d.list_file()) is not None]
+
+    # ----- what is on disk (scanned once, on first use) -----------------------------------------
+    @cached_property
+    def domains(self) -> list[DomainData]:
+        """Every domain's class folders and files: the dataset's own, then the extra ones."""
+        domains = [scan_class_folders(source) for source in self.domain_sources()]
+        self._dataset_domain_count = len(domains)
         if self.extra_domains:
             # Extra domains are read against the dataset's own classes (integer labels of image
             # lists index them; class_mapping renames onto them).
-            dataset_classes = check_same_classes(self.domains)
-            self.domains += [scan_extra_domain(d, dataset_classes) for d in self.extra_domains]
-            for role, names in (
-                ("held_out", self.held_out_domains),
-                ("target", self.target_domains),
-            ):
-                names += [d.name for d in self.extra_domains if d.role == role]
-        self.domain_names = [domain.name for domain in self.domains]
-        if len(set(self.domain_names)) != len(self.domain_names):
-            duplicates = sorted(n for n, c in Counter(self.domain_names).items() if c > 1)
-            raise ValueError(f"domain names must be unique; repeated: {duplicates}")
-        unknown = sorted(set(self.held_out_domains) - set(self.domain_names))
-        if unknown:
-            raise ValueError(
-                f"held_out_domains {unknown} are not domains of this dataset; "
-                f"valid choices: {self.domain_names}"
-            )
-        unknown = sorted(set(self.target_domains) - set(self.domain_names))
-        if unknown:
-            raise ValueError(
-                f"target_domains {unknown} are not domains of this dataset; "
-                f"valid choices: {self.domain_names}"
-            )
-        both = sorted(set(self.target_domains) & set(self.held_out_domains))
-        if both:
-            raise ValueError(f"domains {both} are both held out and adaptation targets")
-        if not self.trained_domain_names:
-            raise ValueError(
-                "held_out_domains and target_domains hold every domain: nothing is left to train on"
-            )
-        self.class_names = check_same_classes(self.domains)
-        self._build_splits()
+            dataset_classes = shared_class_names(domains)
+            domains += [scan_extra_domain(d, dataset_classes) for d in self.extra_domains]
+        check_domain_roles([d.name for d in domains], self.held_out_domains, self.target_domains)
+        return domains
 
-    # ----- what subclasses provide -------------------------------------------------------------
-    def domain_sources(self) -> list[DomainSource]:
-        """The dataset's domains, in a fixed order."""
-        raise NotImplementedError
+    @property
+    def domain_names(self) -> list[str]:
+        return [domain.name for domain in self.domains]
 
-    # ----- derived facts the CLI links into the model ------------------------------------------
+    @cached_property
+    def class_names(self) -> list[str]:
+        return shared_class_names(self.domains)
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
@@ -387,35 +282,45 @@ class MultiDomainDataModule(pl.LightningDataModule):
             return "leave_out_" + "+".join(self.held_out_domains)
         return "multi_domain"
 
-    # ----- splits, datasets, loaders -----------------------------------------------------------
-    def _build_splits(self) -> None:
-        self.split_samples: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
+    @cached_property
+    def split_samples(self) -> dict[str, list[Sample]]:
+        """Every split's samples, over all domains (and `train_target` with target domains)."""
+        class_names = self.class_names
+        splits: dict[str, list[Sample]] = {split: [] for split in SPLITS}
         if self.target_domains:
-            self.split_samples[TARGET_TRAIN_SPLIT] = []
+            splits[TARGET_TRAIN_SPLIT] = []
         for domain_index, domain in enumerate(self.domains):
-            if domain.name in self.held_out_domains:
-                everything = [
-                    Sample(path, label, domain_index)
-                    for label, name in enumerate(self.class_names)
-                    for path in domain.files_by_class[name]
-                ]
-                self.split_samples["val"] += everything
-                self.split_samples["test"] += everything
-                continue
-            # A per-domain seed keeps a domain's split unchanged when other domains are added.
-            seed = self.split_seed + zlib.crc32(domain.name.encode())
-            train, val, test = stratified_split(
-                domain.files_by_class, self.class_names, self.val_fraction, self.test_fraction, seed
+            held_out = domain.name in self.held_out_domains
+            official = (
+                self.official_splits(domain) if domain_index < self._dataset_domain_count else None
             )
+            if official is not None:
+                train, val, test = official["train"], official["val"], official["test"]
+                if held_out:
+                    train = []
+            elif held_out:
+                everything = [
+                    (p, label)
+                    for label, c in enumerate(class_names)
+                    for p in domain.files_by_class[c]
+                ]
+                train, val, test = [], everything, everything
+            else:
+                # A per-domain seed keeps a domain's split unchanged when other domains are added.
+                seed = self.split_seed + zlib.crc32(domain.name.encode())
+                train, val, test = stratified_split(
+                    domain.files_by_class, class_names, self.val_fraction, self.test_fraction, seed
+                )
             if domain.name in self.target_domains:
                 # Unlabelled by construction: the label never leaves the DataModule, so no
                 # model code can train on it by mistake.
-                self.split_samples[TARGET_TRAIN_SPLIT] += [
+                splits[TARGET_TRAIN_SPLIT] += [
                     Sample(p, UNLABELLED, domain_index) for p, _ in train
                 ]
                 train = []
             for split, pairs in (("train", train), ("val", val), ("test", test or val)):
-                self.split_samples[split] += [Sample(p, label, domain_index) for p, label in pairs]
+                splits[split] += [Sample(p, label, domain_index) for p, label in pairs]
+        return splits
 
     def split_counts(self) -> dict[str, dict[str, int]]:
         """Images per split and domain, e.g. for a summary table."""
@@ -425,6 +330,7 @@ class MultiDomainDataModule(pl.LightningDataModule):
             counts[split] = {name: per_domain.get(name, 0) for name in self.domain_names}
         return counts
 
+    # ----- datasets and loaders -----------------------------------------------------------------
     def make_dataset(self, split: str) -> ImageSampleDataset:
         if split in ("train", TARGET_TRAIN_SPLIT):
             transform = train_transform(self.image_size, self.augmentation)
@@ -440,11 +346,6 @@ class MultiDomainDataModule(pl.LightningDataModule):
             bad_image_dir=self.bad_image_dir,
         )
 
-    def list_files(self) -> list[tuple[str, str]]:
-        """Image-list files this DataModule reads, each with the root its paths are relative
-        to; the data check rejects absolute entries and entries leaving that root."""
-        return []
-
     def bad_images(self) -> list[str]:
         """Images skipped so far under `on_bad_image: skip` (from every worker process)."""
         return read_bad_images(self.bad_image_dir)
@@ -454,8 +355,6 @@ class MultiDomainDataModule(pl.LightningDataModule):
         # every file once.
         if not self.check_data:
             return
-        from datamodules.checks import IMAGE_PROBLEMS, check_datamodule
-
         report = check_datamodule(self)
         errors = report.errors
         if self.on_bad_image == "skip":
@@ -468,10 +367,8 @@ class MultiDomainDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.on_bad_image == "skip" and self.bad_image_dir is None:
-            import tempfile
-
             self.bad_image_dir = tempfile.mkdtemp(prefix="stylebench-bad-images-")
-        self.datasets = {split: self.make_dataset(split) for split in ("train", "val", "test")}
+        self.datasets = {split: self.make_dataset(split) for split in SPLITS}
         if self.split_samples.get(TARGET_TRAIN_SPLIT):
             self.datasets[TARGET_TRAIN_SPLIT] = self.make_dataset(TARGET_TRAIN_SPLIT)
         if self.style_shift_fn is not None:
@@ -486,6 +383,21 @@ class MultiDomainDataModule(pl.LightningDataModule):
                 self.datasets[f"{split}_style"] = StyleShiftedDataset(
                     plain, references, self.style_shift_fn
                 )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
+        """uint8 images -> normalised floats, once per batch on the device (not per image in
+        the workers); labels and domain indices pass through."""
+        if batch is None:  # every sample skipped (data.on_bad_image: skip)
+            return None
+        if isinstance(batch, dict):  # {"source": ..., "target": ...} with target_domains
+            return {
+                key: self.on_after_batch_transfer(part, dataloader_idx)
+                for key, part in batch.items()
+            }
+        images, *rest = batch
+        if images.dtype == torch.uint8:
+            images = normalize_batch(images, IMAGENET_MEAN, IMAGENET_STD)
+        return (images, *rest)
 
     def _sampler(self, split: str):
         """The split's sampler, or None to let the DataLoader (and Lightning, under DDP) decide."""
@@ -561,3 +473,42 @@ class MultiDomainDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+    # ----- stimuli for evaluations beyond the splits --------------------------------------------
+    def cue_conflict_set(
+        self,
+        root: str | None = None,
+        cache_dir: str | None = None,
+        demo_classes: int = 6,
+        demo_images_per_pair: int = 4,
+        demo_image_size: int = 96,
+    ) -> CueConflictSet:
+        """Cue-conflict stimuli (for shape bias) through this DataModule's evaluation transform.
+
+        Args:
+            root: cue-conflict folder (`<root>/<shape>/<shape><i>-<texture><j>.png`); null
+                generates the demo set (the demo's shape classes, each drawn with every other
+                class's texture) into the cache.
+            cache_dir: demo set only: cache folder.
+            demo_classes: demo set only: number of shape classes.
+            demo_images_per_pair: demo set only: images per (shape, texture) pair.
+            demo_image_size: demo set only: side of the generated images.
+        """
+        if root is None:
+            folder = ensure_cue_conflict_demo(
+                cache_dir,
+                num_classes=demo_classes,
+                images_per_pair=demo_images_per_pair,
+                image_size=demo_image_size,
+            )
+        else:
+            folder = Path(root).expanduser()
+        categories, images = scan_cue_conflict(folder)
+        dataset = CueConflictDataset(
+            images,
+            eval_transform(self.image_size, self.resize_size),
+            min_decode_side=self.resize_size if self.decode_at_reduced_size else None,
+        )
+        return CueConflictSet(
+            root=Path(folder), categories=categories, images=images, dataset=dataset
+        )

@@ -13,13 +13,14 @@ path relative to `images/`). Two protocols:
 
 from __future__ import annotations
 
-import zlib
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 
-import numpy as np
-
-from datamodules.base import DatasetLayoutError, DomainSource, MultiDomainDataModule, Sample
-from datamodules.dtd_demo_data import DTD_NUM_PARTITIONS, DTD_SPLITS, ensure_dtd_demo
+from datamodules.base import MultiDomainDataModule
+from datamodules.data.image_lists import ImageListFile, entry_problem, read_image_list
+from datamodules.data.layout import DatasetLayoutError, DomainData, DomainSource
+from datamodules.data.splitting import LabelledFiles, stratified_folds
+from datamodules.demo import DTD_NUM_PARTITIONS, DTD_SPLITS, ensure_dtd_demo
 
 DTD_DOMAIN = "dtd"
 TRAIN_ON_CHOICES = ("train", "train+val")
@@ -48,9 +49,10 @@ def find_dtd_root(root: str | Path) -> Path:
 
 def _label_line_problem(entry: str, images_dir: Path, class_names: set[str]) -> str | None:
     """What is wrong with one label-file entry, or None."""
+    problem = entry_problem(entry, images_dir)
+    if problem is not None:
+        return f"{problem[1]}; paths must be relative to images/"
     relative = PurePosixPath(entry)
-    if relative.is_absolute() or "\\" in entry or ".." in relative.parts:
-        return "paths must be relative to images/ (no leading '/', '\\' or '..')"
     if len(relative.parts) != 2:
         return "expected <class>/<file>"
     if relative.parts[0] not in class_names:
@@ -63,45 +65,23 @@ def _label_line_problem(entry: str, images_dir: Path, class_names: set[str]) -> 
 def read_label_file(path: Path, images_dir: Path, class_names: set[str]) -> list[str]:
     """Relative image paths listed in one label file, checked line by line.
 
-    Every line must be `<class>/<file>` inside `images/` (no absolute paths, no `..`), with a
-    known class, an existing file and no repetition; an error names the file and line.
+    Every line must be `<class>/<file>` inside `images/` (no absolute paths, nothing leaving
+    `images/`), with a known class, an existing file and no repetition; an error names the file
+    and line.
     """
     if not path.is_file():
         raise DatasetLayoutError(f"DTD label file {path} does not exist. {DTD_HELP}")
     first_line: dict[str, int] = {}
-    for line_number, line in enumerate(path.read_text().splitlines(), start=1):
-        entry = line.strip()
-        if not entry:
-            continue
-        problem = _label_line_problem(entry, images_dir, class_names)
-        if problem is None and entry in first_line:
-            problem = f"duplicate of line {first_line[entry]}"
+    for entry in read_image_list(path, labels="none"):
+        problem = _label_line_problem(entry.path, images_dir, class_names)
+        if problem is None and entry.path in first_line:
+            problem = f"duplicate of line {first_line[entry.path]}"
         if problem is not None:
-            raise DatasetLayoutError(f"{path}, line {line_number}: {entry!r}: {problem}")
-        first_line[entry] = line_number
+            raise DatasetLayoutError(f"{path}, line {entry.line_number}: {entry.path!r}: {problem}")
+        first_line[entry.path] = entry.line_number
     if not first_line:
         raise DatasetLayoutError(f"DTD label file {path} lists no images")
     return list(first_line)
-
-
-def stratified_folds(
-    files_by_class: dict[str, list[str]], class_names: list[str], num_folds: int, seed: int
-) -> list[int]:
-    """Fold index of every file (in class order, then file order): each class is shuffled and
-    dealt round-robin, continuing where the previous class stopped, so that per-class and total
-    fold sizes differ by at most one."""
-    folds: list[int] = []
-    offset = 0
-    for class_name in class_names:
-        files = files_by_class[class_name]
-        # A per-class stream: a class's folds do not depend on which other classes exist.
-        rng = np.random.default_rng([seed, zlib.crc32(class_name.encode())])
-        fold_of_rank = (np.arange(len(files)) + offset) % num_folds
-        class_folds = np.empty(len(files), dtype=int)
-        class_folds[rng.permutation(len(files))] = fold_of_rank
-        folds += class_folds.tolist()
-        offset += len(files)
-    return folds
 
 
 class DTDDataModule(MultiDomainDataModule):
@@ -137,13 +117,6 @@ class DTDDataModule(MultiDomainDataModule):
             **kwargs: the shared image, augmentation and loader settings of
                 `MultiDomainDataModule` (`split_seed` seeds the folds).
         """
-        # Fixed below, so the CLI does not offer them; only a direct call can pass them.
-        not_applicable = sorted({"held_out_domains", "val_fraction", "test_fraction"} & set(kwargs))
-        if not_applicable:
-            raise ValueError(
-                f"DTD has fixed splits and one domain; {not_applicable} do not apply. Use "
-                "`partition` and `train_on`, or `num_folds` and `fold`."
-            )
         if not 1 <= partition <= DTD_NUM_PARTITIONS:
             raise ValueError(f"partition={partition} must be in 1..{DTD_NUM_PARTITIONS}")
         if train_on not in TRAIN_ON_CHOICES:
@@ -156,13 +129,18 @@ class DTDDataModule(MultiDomainDataModule):
         self.train_on = train_on
         self.num_folds = num_folds
         self.fold = fold
-        # Splits are read from label files or folds; the base's fractions must not apply.
+        # Splits come from label files or folds, so the fractions are fixed here; LightningCLI
+        # reads this call and does not offer them (and Python rejects them given twice).
         super().__init__(
             root=root, held_out_domains=None, val_fraction=0.0, test_fraction=0.0, **kwargs
         )
 
+    @cached_property
+    def dtd_root(self) -> Path:
+        """The folder holding `images/` and `labels/`."""
+        return find_dtd_root(self.root)
+
     def domain_sources(self) -> list[DomainSource]:
-        self.dtd_root = find_dtd_root(self.root)
         return [DomainSource(name=DTD_DOMAIN, root=str(self.dtd_root / "images"))]
 
     @property
@@ -171,44 +149,38 @@ class DTDDataModule(MultiDomainDataModule):
             return f"fold{self.fold}of{self.num_folds}"
         return f"partition{self.partition}" + ("_trainval" if self.train_on == "train+val" else "")
 
-    def _build_splits(self) -> None:
-        (domain,) = self.domains
-        self.split_samples = {"train": [], "val": [], "test": []}
+    def official_splits(self, domain: DomainData) -> dict[str, LabelledFiles]:
+        """The held-out fold as val and test (fold mode), else the partition's label files."""
+        label_of = {name: index for index, name in enumerate(self.class_names)}
         if self.num_folds is not None:
-            paths = [p for name in self.class_names for p in domain.files_by_class[name]]
-            labels = [
-                i for i, name in enumerate(self.class_names) for _ in domain.files_by_class[name]
-            ]
+            splits: dict[str, LabelledFiles] = {"train": [], "val": []}
+            paths = [(p, label_of[c]) for c in self.class_names for p in domain.files_by_class[c]]
             folds = stratified_folds(
                 domain.files_by_class, self.class_names, self.num_folds, self.split_seed
             )
-            for path, label, fold in zip(paths, labels, folds, strict=True):
-                sample = Sample(path, label, 0)
-                if fold == self.fold - 1:
-                    self.split_samples["val"].append(sample)
-                    self.split_samples["test"].append(sample)
-                else:
-                    self.split_samples["train"].append(sample)
-            return
+            for pair, fold in zip(paths, folds, strict=True):
+                splits["val" if fold == self.fold - 1 else "train"].append(pair)
+            return {**splits, "test": splits["val"]}
         lists = self._read_partition()
         chosen = {
             "train": lists["train"] + (lists["val"] if self.train_on == "train+val" else []),
             "val": lists["val"],
             "test": lists["test"],
         }
-        label_of = {name: index for index, name in enumerate(self.class_names)}
-        for split, entries in chosen.items():
-            self.split_samples[split] = [
-                Sample(str(domain.root / entry), label_of[PurePosixPath(entry).parts[0]], 0)
-                for entry in entries
-            ]
+        return {
+            split: [(str(domain.root / e), label_of[PurePosixPath(e).parts[0]]) for e in entries]
+            for split, entries in chosen.items()
+        }
 
-    def list_files(self) -> list[tuple[str, str]]:
+    def list_files(self) -> list[ImageListFile]:
         """The partition's label files, for the data check (fold mode reads none)."""
         if self.num_folds is not None:
-            return []
-        labels_dir, images_dir = self.dtd_root / "labels", self.dtd_root / "images"
-        return [(str(labels_dir / f"{s}{self.partition}.txt"), str(images_dir)) for s in DTD_SPLITS]
+            return super().list_files()
+        labels_dir, images_dir = self.dtd_root / "labels", str(self.dtd_root / "images")
+        return super().list_files() + [
+            ImageListFile(str(labels_dir / f"{s}{self.partition}.txt"), images_dir, labels="none")
+            for s in DTD_SPLITS
+        ]
 
     def _read_partition(self) -> dict[str, list[str]]:
         """The partition's three label files, validated, and checked to be disjoint."""
@@ -261,14 +233,14 @@ class DTDDemoDataModule(DTDDataModule):
             cache_dir: cache folder (default: $STYLEBENCH_DATA_DIR or ~/.cache/stylebench).
             **kwargs: the settings of `DTDDataModule`.
         """
-        if root is None:
-            root = str(
-                ensure_dtd_demo(
-                    cache_dir,
-                    num_classes=demo_classes,
-                    images_per_class=images_per_class,
-                    image_size=demo_image_size,
-                    seed=demo_seed,
-                )
-            )
+        self.cache_dir = cache_dir
+        self.demo_settings = {
+            "num_classes": demo_classes,
+            "images_per_class": images_per_class,
+            "image_size": demo_image_size,
+            "seed": demo_seed,
+        }
         super().__init__(root=root, **kwargs)
+
+    def generate_root(self) -> Path:
+        return ensure_dtd_demo(self.cache_dir, **self.demo_settings)

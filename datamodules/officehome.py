@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datamodules.base import DatasetLayoutError, DomainSource, MultiDomainDataModule
-from datamodules.demo_data import DEMO_DOMAINS, ensure_officehome_demo
+from datamodules.base import MultiDomainDataModule
+from datamodules.data.layout import DatasetLayoutError, DomainSource
+from datamodules.demo import DEMO_DOMAINS, ensure_officehome_demo
 
 OFFICEHOME_DOMAINS = ("Art", "Clipart", "Product", "Real World")
 
@@ -115,14 +116,14 @@ class OfficeHomeDemoDataModule(OfficeHomeDataModule):
             cache_dir: cache folder (default: $STYLEBENCH_DATA_DIR or ~/.cache/stylebench).
             **kwargs: the settings of `OfficeHomeDataModule`.
         """
-        if root is None:
-            root = str(
-                ensure_officehome_demo(
-                    cache_dir,
-                    num_classes=demo_classes,
-                    images_per_class=images_per_class,
-                    image_size=demo_image_size,
-                    seed=demo_seed,
-                )
-            )
+        self.cache_dir = cache_dir
+        self.demo_settings = {
+            "num_classes": demo_classes,
+            "images_per_class": images_per_class,
+            "image_size": demo_image_size,
+            "seed": demo_seed,
+        }
         super().__init__(root=root, **kwargs)
+
+    def generate_root(self) -> Path:
+        return ensure_officehome_demo(self.cache_dir, **self.demo_settings)

@@ -12,17 +12,14 @@ train from `train/`, validation and test from `val/`.
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from datamodules.base import (
-    DatasetLayoutError,
-    DomainSource,
-    MultiDomainDataModule,
-    Sample,
-    scan_class_folders,
-)
-from datamodules.demo_data import ensure_officehome_demo
+from datamodules.base import MultiDomainDataModule
+from datamodules.data.layout import DatasetLayoutError, DomainData, DomainSource, scan_class_folders
+from datamodules.data.splitting import LabelledFiles
+from datamodules.demo import ensure_officehome_demo
 
 STYLIZED, IMAGENET = "stylized", "imagenet"
 TRAIN_ON_DOMAINS = {"sin": [STYLIZED], "in": [IMAGENET], "sin+in": [STYLIZED, IMAGENET]}
@@ -64,36 +61,29 @@ class StylizedImageNetDataModule(MultiDomainDataModule):
         """
         if train_on not in TRAIN_ON_DOMAINS:
             raise ValueError(f"train_on={train_on!r}; valid choices: {list(TRAIN_ON_DOMAINS)}")
-        if imagenet_root is None and train_on != "sin":
-            raise ValueError(f"train_on={train_on!r} needs data.init_args.imagenet_root")
         self.imagenet_root = imagenet_root
         self.train_on = train_on
-        # The CLI passes test_fraction at its default (0) since the base signature has it.
-        ignored = [k for k in ("val_fraction", "held_out_domains") if k in kwargs]
-        ignored += ["test_fraction"] if kwargs.pop("test_fraction", 0.0) else []
-        if ignored:
-            raise ValueError(
-                f"{ignored} do not apply to Stylized-ImageNet: the official train/ and val/ "
-                "folders are the splits and train_on decides which domains are trained"
-            )
-        present = [STYLIZED] + ([IMAGENET] if imagenet_root is not None else [])
-        held_out = [d for d in present if d not in TRAIN_ON_DOMAINS[train_on]]
-        super().__init__(root=root, held_out_domains=held_out, val_fraction=0.0, **kwargs)
+        if IMAGENET not in self.present_domains() and train_on != "sin":
+            raise ValueError(f"train_on={train_on!r} needs data.init_args.imagenet_root")
+        held_out = [d for d in self.present_domains() if d not in TRAIN_ON_DOMAINS[train_on]]
+        # The official folders are the splits, so the fractions are fixed here; LightningCLI
+        # reads this call and does not offer them (and Python rejects them given twice).
+        super().__init__(
+            root=root, held_out_domains=held_out, val_fraction=0.0, test_fraction=0.0, **kwargs
+        )
 
     @property
     def protocol(self) -> str:
         return f"train_{self.train_on}"
 
-    def domain_roots(self) -> dict[str, Path]:
-        """Each domain's folder holding `train/` and `val/`."""
-        roots = {STYLIZED: Path(self.root).expanduser()}
-        if self.imagenet_root is not None:
-            roots[IMAGENET] = Path(self.imagenet_root).expanduser()
-        return roots
+    def present_domains(self) -> list[str]:
+        """The domains there is data for: `stylized`, and `imagenet` with `imagenet_root`."""
+        return [STYLIZED] + ([IMAGENET] if self.imagenet_root is not None else [])
 
     def split_folder(self, domain: str, split: str) -> Path:
         """The `<Class>/<image>` folder of one domain's split (`train` or `val`)."""
-        folder = self.domain_roots()[domain] / split
+        domain_root = self.root if domain == STYLIZED else self.imagenet_root
+        folder = Path(domain_root).expanduser() / split
         if not folder.is_dir():
             raise DatasetLayoutError(f"{domain}: folder {folder} does not exist. {SIN_HELP}")
         return folder
@@ -101,35 +91,32 @@ class StylizedImageNetDataModule(MultiDomainDataModule):
     def domain_sources(self) -> list[DomainSource]:
         # Every domain is evaluated, so its val/ folder defines the shared class list.
         return [
-            DomainSource(name, str(self.split_folder(name, "val"))) for name in self.domain_roots()
+            DomainSource(name, str(self.split_folder(name, "val")))
+            for name in self.present_domains()
         ]
 
-    def _build_splits(self) -> None:
-        """Official splits: train from each trained domain's `train/`, val and test from `val/`."""
-        self.split_samples = {"train": [], "val": [], "test": []}
-        for domain_index, domain in enumerate(self.domains):
-            evaluation = [
-                Sample(path, label, domain_index)
-                for label, name in enumerate(self.class_names)
-                for path in domain.files_by_class[name]
-            ]
-            self.split_samples["val"] += evaluation
-            self.split_samples["test"] += evaluation
-            if domain.name in self.held_out_domains:
-                continue
-            train = scan_class_folders(
-                DomainSource(domain.name, str(self.split_folder(domain.name, "train")))
-            )
-            if sorted(train.files_by_class) != self.class_names:
+    def official_splits(self, domain: DomainData) -> dict[str, LabelledFiles]:
+        """Train from the domain's `train/` (trained domains only), val and test from `val/`."""
+        evaluation = [
+            (path, label)
+            for label, name in enumerate(self.class_names)
+            for path in domain.files_by_class[name]
+        ]
+        train: LabelledFiles = []
+        if domain.name not in self.held_out_domains:
+            folder = self.split_folder(domain.name, "train")
+            scanned = scan_class_folders(DomainSource(domain.name, str(folder)))
+            if sorted(scanned.files_by_class) != self.class_names:
                 raise DatasetLayoutError(
-                    f"{domain.name}: the class folders of {train.root} differ from those of "
+                    f"{domain.name}: the class folders of {scanned.root} differ from those of "
                     f"{domain.root}; train/ and val/ must hold the same classes"
                 )
-            self.split_samples["train"] += [
-                Sample(path, label, domain_index)
+            train = [
+                (path, label)
                 for label, name in enumerate(self.class_names)
-                for path in train.files_by_class[name]
+                for path in scanned.files_by_class[name]
             ]
+        return {"train": train, "val": evaluation, "test": evaluation}
 
 
 class StylizedImageNetDemoDataModule(StylizedImageNetDataModule):
@@ -163,25 +150,34 @@ class StylizedImageNetDemoDataModule(StylizedImageNetDataModule):
             train_on: `sin`, `in` or `sin+in`, as for the real dataset.
             **kwargs: the shared augmentation and loader settings of `MultiDomainDataModule`.
         """
-        settings = {
+        self.cache_dir = cache_dir
+        self.demo_settings = {
             "num_classes": demo_classes,
             "image_size": demo_image_size,
             "domains": tuple(_DEMO_FOLDERS.values()),
         }
-        self.demo_split_roots = {
-            "train": ensure_officehome_demo(
-                cache_dir, images_per_class=images_per_class, seed=demo_seed, **settings
-            ),
-            "val": ensure_officehome_demo(
-                cache_dir, images_per_class=val_images_per_class, seed=demo_seed + 1, **settings
-            ),
+        self.demo_images_per_class = {"train": images_per_class, "val": val_images_per_class}
+        self.demo_seed = demo_seed
+        super().__init__(root=None, imagenet_root=None, train_on=train_on, **kwargs)
+
+    @cached_property
+    def demo_split_roots(self) -> dict[str, Path]:
+        """The generated `train` and `val` trees (two seeds of the same generator)."""
+        return {
+            split: ensure_officehome_demo(
+                self.cache_dir,
+                images_per_class=self.demo_images_per_class[split],
+                seed=self.demo_seed + offset,
+                **self.demo_settings,
+            )
+            for offset, split in enumerate(("train", "val"))
         }
-        super().__init__(
-            root=str(self.demo_split_roots["train"]),
-            imagenet_root=str(self.demo_split_roots["train"]),
-            train_on=train_on,
-            **kwargs,
-        )
+
+    def generate_root(self) -> Path:
+        return self.demo_split_roots["train"]
+
+    def present_domains(self) -> list[str]:
+        return [STYLIZED, IMAGENET]
 
     def split_folder(self, domain: str, split: str) -> Path:
         return self.demo_split_roots[split] / _DEMO_FOLDERS[domain]

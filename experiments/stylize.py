@@ -27,13 +27,13 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from datamodules.image_io import is_image_file, load_rgb
-from lightning_modules.adain import (
+from datamodules.data.adain import (
     DECODER_FILE,
     ENCODER_FILE,
     AdaINStyleTransfer,
     missing_weights_error,
 )
+from datamodules.data.image_io import is_image_file, load_rgb
 
 
 def list_images(root: Path) -> list[Path]:

@@ -12,21 +12,20 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_info
 from torchmetrics.classification import MulticlassAccuracy
 
-from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
-from lightning_modules.adaptation import (
-    ADAPTATION_METHODS,
-    DomainDiscriminator,
-    dann_loss,
-    dann_schedule,
-)
-from lightning_modules.backbones import create_backbone
-from lightning_modules.heads import MultiDomainHead
 from lightning_modules.metrics import (
     DomainAccuracy,
     accuracy_from_confusion,
     metric_safe_name,
     summarize_domains,
 )
+from lightning_modules.models.adaptation import (
+    ADAPTATION_METHODS,
+    DomainDiscriminator,
+    dann_loss,
+    dann_schedule,
+)
+from lightning_modules.models.backbones import create_backbone
+from lightning_modules.models.heads import MultiDomainHead
 from lightning_modules.style_robustness import STYLE_SHIFTED_DATALOADER, StyleRobustness
 
 
@@ -158,28 +157,22 @@ class MultiDomainClassifier(pl.LightningModule):
         self.evaluation_results: dict[str, dict[str, torch.Tensor]] = {}
 
     # ----- forward ------------------------------------------------------------------------------
-    def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
-        if batch is None:  # every sample skipped (data.on_bad_image: skip)
-            return None
-        if isinstance(batch, dict):  # {"source": ..., "target": ...} with data.target_domains
-            return {key: self.on_after_batch_transfer(part) for key, part in batch.items()}
-        images, *rest = batch
-        if images.dtype == torch.uint8:
-            # Normalised once per batch on the device, not per image in the workers.
-            images = normalize_batch(images, IMAGENET_MEAN, IMAGENET_STD)
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone features of a batch of normalised images (the DataModule normalises them in
+        its `on_after_batch_transfer`)."""
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return (images, *rest)
+        return self.backbone(images)
 
     def forward(self, images: torch.Tensor, domain_index: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(images), domain_index)
+        return self.head(self.features(images), domain_index)
 
     def _step(self, batch, features: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """(loss, logits, labels, domain_index, features) of a batch (`features`: the batch's
         backbone features when already computed)."""
         images, labels, domain_index = batch
         if features is None:
-            features = self.backbone(images)
+            features = self.features(images)
         logits = self.head(features, domain_index)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
         if self.head.shared is not None and self.training:
@@ -219,7 +212,7 @@ class MultiDomainClassifier(pl.LightningModule):
             return loss, logits, labels
         source_images, target_images = batch[0], target[0]
         # One backbone pass over both, as in the paper: BatchNorm sees source and target alike.
-        features = self.backbone(torch.cat([source_images, target_images]))
+        features = self.features(torch.cat([source_images, target_images]))
         source_features, target_features = features.split([len(source_images), len(target_images)])
         loss, logits, labels, *_ = self._step(batch, features=source_features)
         weight = self.hparams.adaptation_weight * dann_schedule(self._training_progress())

@@ -1,9 +1,10 @@
 """The data check: every domain and split scanned for files that would break or bias a run.
 
-Used by `python -m experiments.check_data --config <file>` and, with `data.check_data: true`,
-before training starts. It reports unreadable, truncated, zero-byte and non-image files, class
-folder mismatches, empty classes and domains, identical files across train/val/test (leakage, by
-content hash) and list-file entries that are absolute or leave the dataset root. Images in
+A library: `python -m experiments.check_data --config <file>` prints its report, and with
+`data.check_data: true` the DataModule runs it before training starts. It reports unreadable,
+truncated, zero-byte and non-image files, class folder mismatches, empty classes and domains,
+identical files across train/val/test (leakage, by content hash) and list-file entries that are
+malformed, absolute or leave the dataset root (read by the same parser training uses). Images in
 grayscale, CMYK, RGBA, 16-bit or with an EXIF orientation are decoded (and converted) by
 `load_rgb`, so they pass.
 """
@@ -18,24 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datamodules.image_io import IMAGE_EXTENSIONS, load_rgb
-
-ERROR = "error"
-WARNING = "warning"
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One problem: how bad (`error` stops training, `warning` does not), what kind, where."""
-
-    severity: str
-    kind: str
-    message: str
-    path: str | None = None
-
-    def format(self) -> str:
-        where = f" {self.path}:" if self.path else ""
-        return f"{self.severity.upper()} [{self.kind}]{where} {self.message}"
+from datamodules.data.findings import ERROR, WARNING, Finding
+from datamodules.data.image_io import IMAGE_EXTENSIONS, load_rgb
+from datamodules.data.image_lists import ImageListFile, LabelMode, entry_problem, read_image_list
+from datamodules.data.layout import DatasetLayoutError, DomainData, class_folder_findings
 
 
 @dataclass
@@ -95,52 +82,14 @@ def check_image_file(path: str | Path, min_side: int | None = 32) -> Finding | N
     return None
 
 
-def check_domains(domains: Sequence) -> list[Finding]:
-    """Class-folder mismatches, empty classes and empty domains (`DomainData` list), no raising."""
-    findings: list[Finding] = []
-    if not domains:
-        return [Finding(ERROR, "no-domains", "no domains were given")]
-    reference = domains[0]
-    reference_classes = set(reference.files_by_class)
-    for domain in domains:
-        if not domain.files_by_class or domain.num_images == 0:
-            findings.append(
-                Finding(
-                    ERROR, "empty-domain", f"domain {domain.name!r} has no images", str(domain.root)
-                )
-            )
-            continue
-        classes = set(domain.files_by_class)
-        missing, extra = sorted(reference_classes - classes), sorted(classes - reference_classes)
-        if missing or extra:
-            findings.append(
-                Finding(
-                    ERROR,
-                    "class-mismatch",
-                    f"domain {domain.name!r} differs from {reference.name!r}: "
-                    f"missing {missing}, extra {extra}",
-                    str(domain.root),
-                )
-            )
-        for name, files in sorted(domain.files_by_class.items()):
-            if not files:
-                findings.append(
-                    Finding(
-                        ERROR,
-                        "empty-class",
-                        f"class {name!r} of domain {domain.name!r} has no images",
-                        str(Path(domain.root) / name),
-                    )
-                )
-    return findings
-
-
-def find_non_image_files(domains: Sequence) -> list[Finding]:
+def find_non_image_files(domains: Sequence[DomainData]) -> list[Finding]:
     """Files in class folders that training ignores (wrong extension): warnings, not errors."""
     findings = []
     for domain in domains:
         for name in domain.files_by_class:
             class_dir = Path(domain.root) / name
+            if not class_dir.is_dir():
+                continue  # a domain read from an image list has no class folders to look in
             with os.scandir(class_dir) as entries:
                 for entry in entries:
                     # Hidden files (.DS_Store) and known OS debris are never data; say nothing.
@@ -158,49 +107,25 @@ def find_non_image_files(domains: Sequence) -> list[Finding]:
     return findings
 
 
-def parse_list_line(line: str) -> str | None:
-    """The path of one list-file line (`path` or `path label`); None for blanks and comments."""
-    line = line.strip()
-    if not line or line.startswith("#"):
-        return None
-    parts = line.rsplit(maxsplit=1)
-    # A trailing integer is a label; paths may hold spaces ("Real World/...").
-    if len(parts) == 2 and parts[1].lstrip("-").isdigit():
-        return parts[0]
-    return line
-
-
-def check_list_file(list_file: str | Path, root: str | Path) -> list[Finding]:
-    """Entries of an image-list file: absolute paths and paths leaving `root` are rejected.
-
-    Missing files are errors too. Works for any list whose lines are `relative/path [label]`.
-    """
-    list_file, root = Path(list_file), Path(root).resolve()
-    if not list_file.is_file():
+def check_list_file(
+    list_file: str | Path, root: str | Path, labels: LabelMode = "optional"
+) -> list[Finding]:
+    """Entries of an image-list file, read as training reads them: malformed lines, absolute
+    paths, paths leaving `root` and missing files are errors (`path` is `list_file:line`)."""
+    if not Path(list_file).is_file():
         return [Finding(ERROR, "missing-list-file", "list file does not exist", str(list_file))]
+    try:
+        entries = read_image_list(list_file, labels)
+    except DatasetLayoutError as error:
+        return [Finding(ERROR, "malformed-list", str(error), str(list_file))]
     findings = []
-    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
-        entry = parse_list_line(line)
-        if entry is None:
-            continue
-        where = f"{list_file}:{number}"
-        if os.path.isabs(entry) or entry.startswith("~"):
-            findings.append(
-                Finding(
-                    ERROR,
-                    "absolute-path",
-                    f"{entry!r} is absolute; list paths must be relative to {root}",
-                    where,
-                )
-            )
-            continue
-        resolved = (root / entry).resolve()
-        if not resolved.is_relative_to(root):
-            findings.append(
-                Finding(ERROR, "escaping-path", f"{entry!r} leaves the dataset root {root}", where)
-            )
-        elif not resolved.is_file():
-            findings.append(Finding(ERROR, "missing-file", f"{entry!r} does not exist", where))
+    for entry in entries:
+        where = entry.where(list_file)
+        problem = entry_problem(entry.path, root)
+        if problem is not None:
+            findings.append(Finding(ERROR, *problem, where))
+        elif not (Path(root) / entry.path).resolve().is_file():
+            findings.append(Finding(ERROR, "missing-file", f"{entry.path!r} does not exist", where))
     return findings
 
 
@@ -249,12 +174,16 @@ def _map(function, items: list, workers: int = 4) -> list:
 
 
 def check_datamodule(datamodule, decode: bool = True, workers: int = 4) -> DataReport:
-    """Check a built `MultiDomainDataModule`: its domains, every split's files, its list files."""
+    """Check a `MultiDomainDataModule`: its domains, every split's files, its list files.
+
+    Reads the DataModule's public `domains`, `split_samples` and `list_files()`.
+    """
     report = DataReport()
-    report.findings += check_domains(datamodule.domains)
+    report.findings += class_folder_findings(datamodule.domains)
     report.findings += find_non_image_files(datamodule.domains)
-    for list_file, root in datamodule.list_files():
-        report.findings += check_list_file(list_file, root)
+    listed: list[ImageListFile] = datamodule.list_files()
+    for list_file in listed:
+        report.findings += check_list_file(list_file.path, list_file.root, list_file.labels)
     split_paths = {
         split: [sample.path for sample in samples]
         for split, samples in datamodule.split_samples.items()
@@ -268,53 +197,3 @@ def check_datamodule(datamodule, decode: bool = True, workers: int = 4) -> DataR
         report.findings += [finding for finding in results if finding is not None]
     report.findings += find_leakage(split_paths)
     return report
-
-
-def build_datamodule(config_path: str, overrides: Sequence[str] = ()):
-    """The DataModule of a training config's `data` section, parsed as the training CLI parses
-    it (class_path/init_args, `--data.*` overrides), without building the model or trainer."""
-    import yaml
-    from jsonargparse import ArgumentParser
-
-    from datamodules.base import MultiDomainDataModule
-
-    with open(config_path) as handle:
-        config = yaml.safe_load(handle) or {}
-    if "data" not in config:
-        raise ValueError(f"{config_path} has no `data` section")
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(MultiDomainDataModule, "data")
-    parser.set_defaults(data=config["data"])
-    namespace = parser.parse_args(list(overrides))
-    # `instantiate` replaced `instantiate_classes` in jsonargparse 4.49.
-    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
-    return instantiate(namespace).data
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m experiments.check_data --config <file> [--data.init_args.<key> <value> ...]`.
-
-    Prints one line per problem and a summary; the exit status is 1 when errors were found,
-    2 when the DataModule cannot even be built (wrong root, mismatched class folders, ...).
-    """
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.check_data", description=main.__doc__.splitlines()[0]
-    )
-    parser.add_argument("--config", required=True, help="a training config (its data section)")
-    parser.add_argument("--workers", type=int, default=4, help="decoding threads")
-    parser.add_argument(
-        "--no-decode", action="store_true", help="skip decoding images (layout and hashes only)"
-    )
-    args, overrides = parser.parse_known_args(argv)
-    try:
-        datamodule = build_datamodule(args.config, overrides)
-    # Any failure to build (layout, unknown domain, bad value) is the one line to show.
-    except Exception as error:
-        print(f"ERROR: cannot build the DataModule from {args.config}: {error}", file=sys.stderr)
-        return 2
-    report = check_datamodule(datamodule, decode=not args.no_decode, workers=args.workers)
-    print(report.format())
-    return 0 if report.ok else 1

@@ -12,6 +12,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from datamodules.data.image_lists import ImageListFile, read_image_list
+from datamodules.data.layout import (
+    DatasetLayoutError,
+    DomainData,
+    DomainSource,
+    scan_class_folders,
+)
+
 #: What a domain is used for: labelled training, evaluation only, or unlabelled adaptation target
 #: (trained on without labels, evaluated with them).
 DOMAIN_ROLES = ("train", "held_out", "target")
@@ -26,7 +34,7 @@ class ExtraDomain:
         root: a folder in `<root>/<Class>/<image>` layout (ImageFolder); with `image_list`, the
             folder relative paths are resolved against (default: the list file's folder).
         image_list: a file of `path label` lines (label: class index into the dataset's sorted
-            class list, or class name); `#` starts a comment.
+            class list, or class name); `#` starts a comment (`datamodules.data.image_lists`).
         image_root: folder that relative paths in `image_list` are resolved against (overrides
             `root` for that purpose).
         class_mapping: renames this domain's classes to the dataset's, `{theirs: ours}`; classes
@@ -57,6 +65,13 @@ class ExtraDomain:
                 f"extra domain {self.name!r}: give `root` (ImageFolder layout) or `image_list`"
             )
 
+    def list_file(self) -> ImageListFile | None:
+        """The domain's image list and the root its paths are relative to (None: no list)."""
+        if self.image_list is None:
+            return None
+        root = self.image_root or self.root or str(Path(self.image_list).parent)
+        return ImageListFile(self.image_list, root, labels="required")
+
 
 #: A layout reader: (domain spec, the dataset's class names) -> {class name: [image paths]}.
 #: Class names may still be the domain's own; `class_mapping` is applied afterwards.
@@ -81,13 +96,6 @@ def registered_layouts() -> list[str]:
     return sorted(_LAYOUTS)
 
 
-def _layout_error(message: str) -> Exception:
-    # Imported here: base.py imports this module, so a top-level import would be circular.
-    from datamodules.base import DatasetLayoutError
-
-    return DatasetLayoutError(message)
-
-
 def resolve_layout(domain: ExtraDomain) -> DomainReader:
     layout = domain.layout
     if layout == "auto":
@@ -110,57 +118,51 @@ def resolve_layout(domain: ExtraDomain) -> DomainReader:
 
 @register_domain_layout("image_folder")
 def read_image_folder(domain: ExtraDomain, class_names: Sequence[str]) -> dict[str, list[str]]:
-    from datamodules.base import DomainSource, scan_class_folders
-
     if domain.root is None:
         raise ValueError(f"extra domain {domain.name!r}: layout image_folder needs `root`")
     return scan_class_folders(DomainSource(domain.name, domain.root)).files_by_class
 
 
 @register_domain_layout("image_list")
-def read_image_list(domain: ExtraDomain, class_names: Sequence[str]) -> dict[str, list[str]]:
-    """`path label` lines -> {class: [paths]}; the path may contain spaces (label is last)."""
-    if domain.image_list is None:
+def read_image_list_domain(
+    domain: ExtraDomain, class_names: Sequence[str]
+) -> dict[str, list[str]]:
+    """`path label` lines -> {class: [paths]}; the label is a class index or a class name."""
+    listed = domain.list_file()
+    if listed is None:
         raise ValueError(f"extra domain {domain.name!r}: layout image_list needs `image_list`")
-    list_file = Path(domain.image_list)
-    if not list_file.is_file():
-        raise _layout_error(f"extra domain {domain.name!r}: image list {list_file} does not exist")
-    base = Path(domain.image_root or domain.root or list_file.parent)
+    if not Path(listed.path).is_file():
+        raise DatasetLayoutError(
+            f"extra domain {domain.name!r}: image list {listed.path} does not exist"
+        )
     files_by_class: dict[str, list[str]] = {}
-    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        path_text, _, label = line.rpartition(" ")
-        if not path_text:
-            raise _layout_error(f"{list_file}:{number}: expected `path label`, got {line!r}")
+    for entry in read_image_list(listed.path, labels="required"):
+        label = entry.label or ""
         if label.lstrip("-").isdigit():
             index = int(label)
             if not 0 <= index < len(class_names):
-                raise _layout_error(
-                    f"{list_file}:{number}: label {index} is not a class index of this dataset "
-                    f"(0..{len(class_names) - 1}, in the order {list(class_names)})"
+                raise DatasetLayoutError(
+                    f"{entry.where(listed.path)}: label {index} is not a class index of this "
+                    f"dataset (0..{len(class_names) - 1}, in the order {list(class_names)})"
                 )
             class_name = class_names[index]
         else:
             class_name = label
-        path = Path(path_text.strip())
+        path = Path(entry.path)
         files_by_class.setdefault(class_name, []).append(
-            str(path if path.is_absolute() else base / path)
+            str(path if path.is_absolute() else Path(listed.root) / path)
         )
     return {name: sorted(files) for name, files in sorted(files_by_class.items())}
 
 
-def scan_extra_domain(domain: ExtraDomain, class_names: Sequence[str]):
+def scan_extra_domain(domain: ExtraDomain, class_names: Sequence[str]) -> DomainData:
     """Read an extra domain with its layout, map its classes, and check them against the
-    dataset's; returns a `DomainData`."""
-    from datamodules.base import DomainData
-
+    dataset's."""
     files_by_class = resolve_layout(domain)(domain, class_names)
     mapping = domain.class_mapping or {}
     unknown_keys = sorted(set(mapping) - set(files_by_class))
     if unknown_keys:
-        raise _layout_error(
+        raise DatasetLayoutError(
             f"extra domain {domain.name!r}: class_mapping names {unknown_keys}, which the domain "
             f"does not have; its classes: {sorted(files_by_class)}"
         )
@@ -171,7 +173,7 @@ def scan_extra_domain(domain: ExtraDomain, class_names: Sequence[str]):
     missing = sorted(set(class_names) - set(mapped))
     extra = sorted(set(mapped) - set(class_names))
     if missing or extra:
-        raise _layout_error(
+        raise DatasetLayoutError(
             f"extra domain {domain.name!r} ({domain.image_list or domain.root}) does not have "
             f"the dataset's classes: missing {missing}, extra {extra}. Rename its classes to "
             "the dataset's with `class_mapping: {their_class: our_class}`."
@@ -185,7 +187,7 @@ __all__ = [
     "DOMAIN_ROLES",
     "ExtraDomain",
     "read_image_folder",
-    "read_image_list",
+    "read_image_list_domain",
     "register_domain_layout",
     "registered_layouts",
     "resolve_layout",

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import OFFICEHOME_CLASSES, make_officehome_tree, write_jpeg
 
-from datamodules.base import DatasetLayoutError
+from datamodules.data.layout import DatasetLayoutError
 from datamodules.officehome import OfficeHomeDataModule
 
 
@@ -71,12 +71,13 @@ def test_class_mismatch_names_the_classes_and_domain(tmp_path: Path) -> None:
     )
     write_jpeg(tmp_path / "Clipart" / "Kettle" / "00001.jpg", seed=1)
     with pytest.raises(DatasetLayoutError, match=r"'Clipart'.*extra \['Kettle'\]"):
-        build(tmp_path)
+        build(tmp_path).setup("fit")
 
 
 def test_missing_root_says_where_and_how(tmp_path: Path) -> None:
+    data = build(tmp_path / "nowhere")  # constructing reads nothing from disk
     with pytest.raises(DatasetLayoutError) as error:
-        build(tmp_path / "nowhere")
+        data.setup("fit")
     message = str(error.value)
     assert str(tmp_path / "nowhere") in message
     assert "<root>/<Domain>/<Class>/<NNNNN>.jpg" in message
@@ -89,7 +90,7 @@ def test_missing_domain_folder_is_named(tmp_path: Path) -> None:
         tmp_path, images_per_class={"Art": 1, "Clipart": 1, "Product": 1}, classes=("Mug",)
     )
     with pytest.raises(DatasetLayoutError, match="'Real World'"):
-        build(tmp_path)
+        build(tmp_path).setup("fit")
 
 
 def test_leave_one_domain_out_holds_the_domain_out_of_training(officehome_root: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.base import DatasetLayoutError
+from datamodules.data.layout import DatasetLayoutError
 from datamodules.stylized_imagenet import (
     StylizedImageNetDataModule,
     StylizedImageNetDemoDataModule,
@@ -76,20 +76,20 @@ def test_sin_alone_and_settings_that_do_not_apply(roots) -> None:
     assert data.domain_names == ["stylized"]
     with pytest.raises(ValueError, match="imagenet_root"):
         build(root=sin, train_on="in")
-    with pytest.raises(ValueError, match="val_fraction"):
+    with pytest.raises(TypeError, match="val_fraction"):
         build(root=sin, val_fraction=0.1)
 
 
 def test_missing_data_explains_layout_and_demo(tmp_path, roots) -> None:
     with pytest.raises(DatasetLayoutError) as error:
-        build(root=str(tmp_path / "nowhere"))
+        build(root=str(tmp_path / "nowhere")).setup("fit")
     message = str(error.value)
     assert "train/<wnid>" in message and "rgeirhos/Stylized-ImageNet" in message
     assert "configs/stylized_imagenet/demo.yaml" in message
     sin, _ = roots
     (Path(sin) / "train" / WNIDS[0]).rename(Path(sin) / "train" / "n99999999")
     with pytest.raises(DatasetLayoutError, match="same classes"):
-        build(root=sin)
+        build(root=sin).setup("fit")
 
 
 def test_demo_uses_generated_styles_as_the_two_domains(tmp_path) -> None:

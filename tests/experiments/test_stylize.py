@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
+from datamodules.data.adain import adain_decoder, vgg19_normalised
 from experiments.stylize import main, style_for
-from lightning_modules.adain import adain_decoder, vgg19_normalised
 from tests.conftest import write_jpeg
 
 

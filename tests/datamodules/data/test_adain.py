@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_modules.adain import (
+from datamodules.data.adain import (
     RELU4_1_DEPTH,
     AdaINStyleTransfer,
     adain_decoder,

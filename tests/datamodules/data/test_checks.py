@@ -10,21 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules.base import (
-    DatasetLayoutError,
-    DomainData,
-    ImageSampleDataset,
-    Sample,
-    collate_skipping_none,
-    read_bad_images,
-)
-from datamodules.checks import (
+from datamodules.data.checks import (
     check_datamodule,
-    check_domains,
     check_image_file,
     check_list_file,
     find_leakage,
 )
+from datamodules.data.dataset import ImageSampleDataset, collate_skipping_none, read_bad_images
+from datamodules.data.image_lists import ImageListFile
+from datamodules.data.layout import DatasetLayoutError, DomainData, Sample, class_folder_findings
 from datamodules.officehome import OfficeHomeDataModule
 from tests.conftest import make_officehome_tree, write_jpeg
 
@@ -128,7 +122,7 @@ def test_class_mismatch_and_empty_classes_and_domains_are_reported() -> None:
         DomainData("Product", Path("/d/Product"), {"Bike": ["e.jpg"], "Mug": []}),
         DomainData("Real World", Path("/d/Real World"), {}),
     ]
-    found = {f.kind: f.message for f in check_domains(domains)}
+    found = {f.kind: f.message for f in class_folder_findings(domains)}
     assert "missing ['Mug'], extra ['Pen']" in found["class-mismatch"]
     assert "'Mug' of domain 'Product'" in found["empty-class"]
     assert "'Real World' has no images" in found["empty-domain"]
@@ -167,7 +161,7 @@ def test_datamodule_list_files_are_checked(small_root: Path, tmp_path: Path) -> 
 
     class WithList(OfficeHomeDataModule):
         def list_files(self):
-            return [(str(list_file), self.root)]
+            return [ImageListFile(str(list_file), self.root)]
 
     report = check_datamodule(WithList(root=str(small_root), image_size=16))
     assert [f.kind for f in report.errors] == ["absolute-path"]

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from pytorch_lightning.utilities import CombinedLoader
 
-from datamodules.base import TARGET_TRAIN_SPLIT, UNLABELLED, DatasetLayoutError
-from datamodules.demo_data import ensure_officehome_demo
-from datamodules.domains import ExtraDomain, register_domain_layout
+from datamodules.base import TARGET_TRAIN_SPLIT, UNLABELLED
+from datamodules.data.extra_domains import ExtraDomain, register_domain_layout
+from datamodules.data.layout import DatasetLayoutError
+from datamodules.demo import ensure_officehome_demo
 from datamodules.officehome import OfficeHomeDemoDataModule
 
 TINY_DEMO = {"num_classes": 3, "images_per_class": 12, "image_size": 32, "seed": 0}
@@ -72,7 +73,9 @@ def test_image_list_rejects_a_label_outside_the_classes(demo_root, tmp_path) -> 
     list_file = tmp_path / "bad.txt"
     list_file.write_text("a.jpg 0\nb.jpg 7\n")
     with pytest.raises(DatasetLayoutError, match=r"bad.txt:2: label 7"):
-        make_datamodule(demo_root, extra_domains=[ExtraDomain("X", image_list=str(list_file))])
+        make_datamodule(
+            demo_root, extra_domains=[ExtraDomain("X", image_list=str(list_file))]
+        ).setup("fit")
 
 
 def test_class_mismatch_names_the_classes_and_class_mapping_fixes_it(demo_root, tmp_path) -> None:
@@ -80,7 +83,9 @@ def test_class_mismatch_names_the_classes_and_class_mapping_fixes_it(demo_root, 
     ours = sorted(p.name for p in sketch.iterdir())
     (sketch / ours[0]).rename(sketch / "their_name")
     with pytest.raises(DatasetLayoutError) as error:
-        make_datamodule(demo_root, extra_domains=[ExtraDomain("Sketch", root=str(sketch))])
+        make_datamodule(
+            demo_root, extra_domains=[ExtraDomain("Sketch", root=str(sketch))]
+        ).setup("fit")
     message = str(error.value)
     assert f"missing ['{ours[0]}']" in message and "extra ['their_name']" in message
     assert "class_mapping" in message
@@ -102,19 +107,19 @@ def test_registered_and_importable_layouts(demo_root, tmp_path) -> None:
         demo_root,
         extra_domains=[ExtraDomain("Sketch", root=str(sketch), layout="test_flat_folder")],
     )
-    assert calls == ["Sketch"] and "Sketch" in data.domain_names
+    assert "Sketch" in data.domain_names and calls == ["Sketch"]  # read on first use
     # `module:function` imports the reader, as a config can name one from the user's code.
     data = make_datamodule(
         demo_root,
         extra_domains=[
-            ExtraDomain("Sketch", root=str(sketch), layout="datamodules.domains:read_image_folder")
+            ExtraDomain("Sketch", root=str(sketch), layout="datamodules.data.extra_domains:read_image_folder")
         ],
     )
     assert "Sketch" in data.domain_names
     with pytest.raises(ValueError, match="unknown layout 'nope'"):
         make_datamodule(
             demo_root, extra_domains=[ExtraDomain("S", root=str(sketch), layout="nope")]
-        )
+        ).setup("fit")
 
 
 def test_roles_held_out_and_target(demo_root, tmp_path) -> None:
@@ -152,7 +157,7 @@ def test_target_domains_of_the_dataset_itself(demo_root) -> None:
     data = make_datamodule(demo_root, domains=["Art", "Clipart"], target_domains=["Clipart"])
     assert data.trained_domain_names == ["Art"]
     with pytest.raises(ValueError, match="target_domains"):
-        make_datamodule(demo_root, target_domains=["Sketch"])
+        make_datamodule(demo_root, target_domains=["Sketch"]).setup("fit")
 
 
 def test_extra_domain_settings_are_checked() -> None:

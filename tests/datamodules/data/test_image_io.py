@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datamodules.checks import check_image_file
-from datamodules.image_io import load_rgb
+from datamodules.data.checks import check_image_file
+from datamodules.data.image_io import load_rgb
 
 
 def _assert_rgb(array: np.ndarray, height: int, width: int) -> None:

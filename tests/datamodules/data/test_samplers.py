@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from datamodules.samplers import DomainBalancedSampler, UnpaddedDistributedSampler, apportion
+from datamodules.data.samplers import DomainBalancedSampler, UnpaddedDistributedSampler, apportion
 
 
 def test_apportion_sums_and_follows_weights() -> None:

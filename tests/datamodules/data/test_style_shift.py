@@ -13,7 +13,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
 from datamodules.officehome import OfficeHomeDataModule
-from datamodules.style_shift import (
+from datamodules.data.style_shift import (
     AdaINStyleShift,
     ScheduledLoader,
     StyleShiftConfig,
@@ -119,7 +119,7 @@ def test_bad_settings_are_clear_errors(tmp_path: Path) -> None:
 
 
 def test_adain_shift_keeps_the_content_size(tmp_path: Path) -> None:
-    from lightning_modules.adain import AdaINStyleTransfer
+    from datamodules.data.adain import AdaINStyleTransfer
 
     encoder, decoder = tmp_path / "vgg_normalised.pth", tmp_path / "decoder.pth"
     encoder.touch()

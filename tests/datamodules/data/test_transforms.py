@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
+from datamodules.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
 
 
 def test_normalize_batch_scales_to_unit_range_then_standardises_per_channel() -> None:

@@ -1,8 +1,9 @@
 """Albumentations pipelines for training and evaluation.
 
 Augmentation runs on uint8 HxWxC arrays and returns uint8 CxHxW tensors; conversion to float and
-normalisation happen once per batch on the model's device (see `MultiDomainClassifier`), which
-keeps the worker processes' per-image work and the host-to-device copy four times smaller.
+normalisation happen once per batch on the model's device (`normalize_batch`, called by the
+DataModule's `on_after_batch_transfer` as torchgeo does), which keeps the worker processes'
+per-image work and the host-to-device copy four times smaller.
 """
 
 from __future__ import annotations

@@ -14,19 +14,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import albumentations as A
 import numpy as np
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import Dataset
 
-from datamodules.image_io import is_image_file, load_rgb
-
-if TYPE_CHECKING:
-    import pytorch_lightning as pl
-
-    from datamodules.base import ImageSampleDataset, Sample
+from datamodules.data.adain import AdaINStyleTransfer, missing_weights_error
+from datamodules.data.dataset import ImageSampleDataset
+from datamodules.data.image_io import is_image_file, load_rgb
+from datamodules.data.layout import Sample
 
 STYLE_SHIFT_METHODS = ("fda", "histogram", "adain")
 
@@ -106,7 +105,7 @@ class AdaINStyleShift:
     """(content, reference) -> AdaIN stylization; the network is loaded on first use.
 
     Loading lazily keeps the object cheap to send to DataLoader workers (each loads the weights
-    once) and keeps the AdaIN module out of runs that do not use it.
+    once) and keeps the network out of memory in runs that do not use it.
     """
 
     def __init__(self, encoder_path: str, decoder_path: str, alpha: float = 1.0) -> None:
@@ -115,8 +114,6 @@ class AdaINStyleShift:
         decoder_path: AdaIN's `decoder.pth`.
         alpha: style strength in [0, 1].
         """
-        from lightning_modules.adain import missing_weights_error
-
         # Fail when the DataModule is built, not in a worker halfway through validation.
         missing_weights_error([encoder_path, decoder_path])
         self.encoder_path, self.decoder_path, self.alpha = encoder_path, decoder_path, alpha
@@ -127,8 +124,6 @@ class AdaINStyleShift:
 
     def __call__(self, content: np.ndarray, reference: np.ndarray) -> np.ndarray:
         if self._network is None:
-            from lightning_modules.adain import AdaINStyleTransfer
-
             self._network = AdaINStyleTransfer.from_files(self.encoder_path, self.decoder_path)
         height, width = content.shape[:2]
         stylized = self._network.style_transfer(
@@ -246,7 +241,7 @@ class StyleShiftedDataset(Dataset):
         except OSError:
             # Same rule as the plain set: with `on_bad_image: skip` the collate drops it (the
             # plain set already records the file).
-            if getattr(self.plain, "on_bad_image", "error") == "error":
+            if self.plain.on_bad_image == "error":
                 raise
             return None
         return self.plain.transform(image), sample.label, sample.domain_index
@@ -256,8 +251,6 @@ def style_evaluation_due(trainer: pl.Trainer | None, every_n_epochs: int) -> boo
     """Whether the shifted validation set is evaluated now: always outside `fit` and in the
     sanity check (which catches a broken shift before the first epoch), else every N epochs and
     at the last epoch."""
-    from pytorch_lightning.trainer.states import TrainerFn
-
     if trainer is None or trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
         return True
     epoch = trainer.current_epoch + 1

@@ -1,0 +1,123 @@
+"""MultiDomainDataModule's contract: lazy scanning, official splits, normalisation, stimuli."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import datamodules.base as base
+from datamodules.base import MultiDomainDataModule
+from datamodules.data.layout import DatasetLayoutError, DomainData, DomainSource
+from datamodules.officehome import OfficeHomeDataModule
+from tests.conftest import make_officehome_tree
+
+CLASSES = ("Bike", "Mug")
+
+
+@pytest.fixture
+def small_root(tmp_path: Path) -> Path:
+    root = tmp_path / "officehome"
+    make_officehome_tree(
+        root, {d: 4 for d in ("Art", "Clipart", "Product", "Real World")}, classes=CLASSES
+    )
+    return root
+
+
+def test_constructing_reads_nothing_and_first_use_scans_once(small_root: Path, monkeypatch) -> None:
+    scanned: list[str] = []
+    original = base.scan_class_folders
+
+    def counting(source: DomainSource) -> DomainData:
+        scanned.append(source.name)
+        return original(source)
+
+    monkeypatch.setattr(base, "scan_class_folders", counting)
+    missing = OfficeHomeDataModule(root=str(small_root / "nowhere"), num_workers=0)
+    assert scanned == []
+    with pytest.raises(DatasetLayoutError, match="nowhere"):
+        _ = missing.class_names
+    data = OfficeHomeDataModule(root=str(small_root), image_size=16, num_workers=0)
+    assert scanned == []
+    assert data.class_names == list(CLASSES) and data.num_classes == 2
+    assert len(data.split_samples["train"]) == 3 * 2 * 4  # 3 of 4 per class, 2 classes, 4 domains
+    data.setup("fit")
+    data.setup("test")
+    assert scanned == ["Art", "Clipart", "Product", "Real World"]
+
+
+class WithOfficialSplits(MultiDomainDataModule):
+    """Two domains; `Art` has official splits by file name, `Clipart` is split by fractions."""
+
+    dataset_name = "official"
+
+    def domain_sources(self) -> list[DomainSource]:
+        return [DomainSource(d, str(Path(self.root) / d)) for d in ("Art", "Clipart")]
+
+    def official_splits(self, domain: DomainData):
+        if domain.name != "Art":
+            return None
+        by_split: dict[str, list] = {"train": [], "val": [], "test": []}
+        for label, name in enumerate(self.class_names):
+            for path in domain.files_by_class[name]:
+                number = int(Path(path).stem)
+                split = "train" if number <= 2 else "val" if number == 3 else "test"
+                by_split[split].append((path, label))
+        return by_split
+
+
+def test_official_splits_are_used_as_given(small_root: Path) -> None:
+    data = WithOfficialSplits(root=str(small_root), image_size=16, num_workers=0, val_fraction=0.25)
+    art = [s for s in data.split_samples["train"] if s.domain_index == 0]
+    assert sorted(Path(s.path).stem for s in art) == ["00001", "00001", "00002", "00002"]
+    assert {Path(s.path).stem for s in data.split_samples["val"] if s.domain_index == 0} == {
+        "00003"
+    }
+    assert {Path(s.path).stem for s in data.split_samples["test"] if s.domain_index == 0} == {
+        "00004"
+    }
+    # Clipart is split by the fraction: one of four images per class is validation.
+    assert data.split_counts()["val"]["Clipart"] == 2
+    held_out = WithOfficialSplits(root=str(small_root), image_size=16, held_out_domains=["Art"])
+    assert held_out.split_counts()["train"]["Art"] == 0
+    assert {Path(s.path).stem for s in held_out.split_samples["test"] if s.domain_index == 0} == {
+        "00004"
+    }
+
+
+def test_uint8_batches_are_normalised_on_transfer(small_root: Path) -> None:
+    data = OfficeHomeDataModule(root=str(small_root), num_workers=0)
+    images = torch.full((2, 3, 4, 4), 255, dtype=torch.uint8)
+    labels, domains = torch.tensor([0, 1]), torch.tensor([0, 0])
+    normalised, same_labels, same_domains = data.on_after_batch_transfer([images, labels, domains])
+    assert normalised.dtype == torch.float32 and same_labels is labels and same_domains is domains
+    torch.testing.assert_close(
+        normalised[0, :, 0, 0],
+        torch.tensor([(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225]),
+    )
+    combined = data.on_after_batch_transfer(
+        {"source": (images, labels, domains), "target": (images,)}
+    )
+    assert combined["target"][0].dtype == torch.float32
+    floats = torch.zeros(1, 3, 2, 2)
+    assert data.on_after_batch_transfer((floats,))[0] is floats
+    assert data.on_after_batch_transfer(None) is None
+
+
+def test_cue_conflict_set_uses_the_evaluation_transform(small_root: Path, tmp_path: Path) -> None:
+    data = OfficeHomeDataModule(root=str(small_root), image_size=24, resize_size=28, num_workers=0)
+    stimuli = data.cue_conflict_set(
+        cache_dir=str(tmp_path / "cache"),
+        demo_classes=3,
+        demo_images_per_pair=1,
+        demo_image_size=32,
+    )
+    assert len(stimuli.categories) == 3 and len(stimuli.images) == len(stimuli.dataset) == 9
+    assert {(i.shape, i.texture) for i in stimuli.images} == {
+        (s, t) for s in stimuli.categories for t in stimuli.categories
+    }
+    image, index = stimuli.dataset[4]
+    assert image.dtype == torch.uint8 and image.shape == (3, 24, 24) and index == 4
+    with pytest.raises(FileNotFoundError, match="texture-vs-shape"):
+        data.cue_conflict_set(root=str(tmp_path / "no-stimuli"))
