@@ -23,7 +23,8 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from lightning_modules.artifacts import NUM_PARAMETERS_KEY, accuracy_bar_chart
+from lightning_modules.callbacks.artifacts import NUM_PARAMETERS_KEY
+from lightning_modules.callbacks.charts import accuracy_bar_chart
 from lightning_modules.tracking import default_tracking_uri
 
 REPORT_TAG = "report"

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     run_ids = {module: train_and_test(module, extra) for module in args.modules}
     elapsed = time.perf_counter() - started
 
-    from datamodules.demo_data import DEMO_DOMAINS
+    from datamodules.demo import DEMO_DOMAINS
 
     tracking_uri = default_tracking_uri()
     print(f"\nTest accuracy (%) per domain, chance = {100 / 6:.1f}% ({elapsed:.0f} s in all):\n")

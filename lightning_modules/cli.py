@@ -1,57 +1,48 @@
 """The LightningCLI every `python -m experiments.<dataset>` entry point runs.
 
 YAML config -> LightningCLI -> DataModule (domains, splits, loaders) and `MultiDomainClassifier`
-(backbone + per-domain heads) -> Trainer (strategy, devices) -> MLflow.
+(backbone + per-domain heads) -> Trainer (strategy, devices) -> MLflow. The only module that
+imports both the data side (`datamodules`) and the model side: it wires them together.
+`ParsedConfig` reads a training config exactly as training does, for the tools beside it
+(`experiments.check_data`, `experiments.dtd_partitions`): the same `--config` stacking, overrides
+and defaults, building only what they need.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from jsonargparse import Namespace
+from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from datamodules.base import MultiDomainDataModule
-from lightning_modules.artifacts import EvaluationArtifacts
-from lightning_modules.classifier import MultiDomainClassifier
-from lightning_modules.tracking import (
+from lightning_modules.callbacks.artifacts import EvaluationArtifacts
+from lightning_modules.callbacks.tracking import (
     BadImagesCallback,
     MLflowRunIdCallback,
     MLflowSaveConfigCallback,
+)
+from lightning_modules.classifier import MultiDomainClassifier
+from lightning_modules.tracking import (
     StylebenchMLFlowLogger,
     code_version,
     read_checkpoint_run_id,
+    recent_run_ids,
 )
 
-
-class ModelCheckpointWithLatest(ModelCheckpoint):
-    """Lightning's ModelCheckpoint whose `last.ckpt` is always the latest state.
-
-    Since Lightning 2.x, `save_last=True` writes `last.ckpt` only when a top-k checkpoint is
-    written in the same step: once the monitored metric stops improving, `last.ckpt` stays at
-    the last improvement, and `--ckpt_path last` would resume from there, repeating epochs.
-    This class also writes it at every validation (or training-epoch end) that the monitored
-    checkpoint skipped. Everything else, including the top-k files, is ModelCheckpoint's.
-    """
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        super().on_validation_end(trainer, pl_module)
-        if not self._should_save_on_train_epoch_end(trainer):
-            self._save_latest(trainer)
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
-            self._save_latest(trainer)
-
-    def _save_latest(self, trainer) -> None:
-        if (
-            self.save_last
-            and not self._should_skip_saving_checkpoint(trainer)
-            and self._last_global_step_saved != trainer.global_step
-        ):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
+#: Class paths that configs used to name -> where the class is now.
+MOVED_CLASS_PATHS = {
+    "lightning_modules.shape_bias.ShapeBiasCallback": (
+        "lightning_modules.callbacks.shape_bias.ShapeBiasCallback"
+    ),
+}
 
 # DataModule facts the model is built from: the data decides, the config says it once.
 LINKED_FROM_DATA = {
@@ -62,11 +53,72 @@ LINKED_FROM_DATA = {
     "image_size": "image_size",
 }
 
+LAST_CHECKPOINT = f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+
+
+def check_moved_class_paths(args: Sequence[str]) -> None:
+    """Fail with the new class path when a `--config` file or a command-line value names a
+    class that has moved (`MOVED_CLASS_PATHS`), instead of jsonargparse's import error."""
+    patterns = {old: re.compile(rf"\b{re.escape(old)}\b") for old in MOVED_CLASS_PATHS}
+    sources: list[tuple[str, str]] = []
+    for index, arg in enumerate(args):
+        value = arg.removeprefix("--config=") if arg.startswith("--config=") else None
+        if value is None and index and args[index - 1] == "--config":
+            value = arg
+        if value is not None and Path(value).is_file():
+            sources.append((f"config file {value}", Path(value).read_text()))
+        else:
+            sources.append((f"command-line value {arg!r}", arg))
+    for where, text in sources:
+        for old, pattern in patterns.items():
+            if pattern.search(text):
+                raise ValueError(
+                    f"{where} names {old}, which has moved to {MOVED_CLASS_PATHS[old]}; "
+                    "replace the class path"
+                )
+
+
+def checkpoint_callbacks(args: dict[str, Any]) -> tuple[ModelCheckpoint, ModelCheckpoint | None]:
+    """The checkpoint callbacks of the `checkpoint.*` config: (monitored, always-latest).
+
+    Lightning's `save_last` writes `last.ckpt` only in a step where a top-k checkpoint is written:
+    once the monitored metric stops improving, `last.ckpt` would stay at the last improvement and
+    `--ckpt_path last` would repeat epochs. So with `save_last` and a monitor, the monitored
+    callback keeps only the best, and a second, unmonitored one keeps `last.ckpt` (top-1 of
+    "latest") in the same folder, at the same cadence.
+    """
+    if not args["save_last"] or args["monitor"] is None:
+        # Without a monitor every save is a top-k save, so Lightning's `save_last` is current.
+        return ModelCheckpoint(**args), None
+    best = ModelCheckpoint(**{**args, "save_last": False})
+    latest = ModelCheckpoint(
+        dirpath=args["dirpath"],
+        filename=ModelCheckpoint.CHECKPOINT_NAME_LAST,
+        monitor=None,
+        save_top_k=1,
+        enable_version_counter=False,
+        verbose=args["verbose"],
+        save_weights_only=args["save_weights_only"],
+        every_n_train_steps=args["every_n_train_steps"],
+        train_time_interval=args["train_time_interval"],
+        every_n_epochs=args["every_n_epochs"],
+        save_on_train_epoch_end=args["save_on_train_epoch_end"],
+    )
+    return best, latest
+
 
 class StylebenchCLI(LightningCLI):
-    """LightningCLI with MLflow logging, checkpointing on `val/acc_mean` and data->model links."""
+    """LightningCLI with MLflow logging, checkpointing on `val/acc_mean` and data->model links.
+
+    The MLflow logger in the config is built by jsonargparse before the DataModule and the model
+    exist; `instantiate_trainer` replaces it by one named after them (experiment = dataset, run
+    = `<backbone>-<module>-<protocol>[-<subcommand>]`) and, for `fit --ckpt_path`, logging into
+    the checkpoint's run.
+    """
 
     def __init__(self, datamodule_class=MultiDomainDataModule, args=None, run: bool = True):
+        #: The run id `fit --ckpt_path` continues (None: a new run).
+        self.resumed_run_id: str | None = None
         super().__init__(
             model_class=MultiDomainClassifier,
             datamodule_class=datamodule_class,
@@ -86,13 +138,14 @@ class StylebenchCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpointWithLatest, "checkpoint")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         # Figures and per-class tables per run in MLflow (`--evaluation_artifacts.*`).
         parser.add_lightning_class_args(EvaluationArtifacts, "evaluation_artifacts")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/acc_mean",
                 "checkpoint.mode": "max",
+                # Here: also keep an always-latest `last.ckpt` (see `checkpoint_callbacks`).
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "best-epoch{epoch:03d}",
                 "checkpoint.auto_insert_metric_name": False,
@@ -103,76 +156,195 @@ class StylebenchCLI(LightningCLI):
                 f"data.{source}", f"model.init_args.{target}", apply_on="instantiate"
             )
 
-    def _describe_run(self) -> None:
-        """Name the MLflow run and tag it before anything is logged."""
-        data, model = self.datamodule, self.model
-        self._add_fault_callbacks()
-        backbone, module = model.hparams.backbone, model.hparams.recalibration
-        run_name = f"{backbone}-{module}-{data.protocol}"
-        if self.subcommand != "fit":
-            run_name += f"-{self.subcommand}"
-        for logger in self.trainer.loggers:
-            if isinstance(logger, StylebenchMLFlowLogger):
-                logger.set_default_names(data.dataset_name, run_name)
-                if self.subcommand == "fit":
-                    self._resume_checkpoint_run(logger)
-                if self.trainer.is_global_zero:
-                    logger.set_tags(
-                        {
-                            "dataset": data.dataset_name,
-                            "protocol": data.protocol,
-                            "backbone": backbone,
-                            "module": module,
-                            "weights": model.hparams.weights or "scratch",
-                            "seed": self.config[self.subcommand].get("seed_everything"),
-                            "stage": self.subcommand,
-                            "code_version": code_version(),
-                        }
-                    )
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        """LightningCLI's parsing, after failing early on moved class paths in the arguments."""
+        if args is None or isinstance(args, Sequence):
+            check_moved_class_paths([str(a) for a in (sys.argv[1:] if args is None else args)])
+        super().parse_arguments(parser, args)
 
-    def _add_fault_callbacks(self) -> None:
-        """The run id goes into every checkpoint; skipped bad images are reported to MLflow."""
-        present = {type(callback) for callback in self.trainer.callbacks}
-        for callback_class in (MLflowRunIdCallback, BadImagesCallback):
-            if callback_class not in present:
-                # Before the checkpoint callbacks, which Lightning keeps last.
-                self.trainer.callbacks.insert(0, callback_class())
+    def _section(self, config: Namespace) -> Namespace:
+        """The subcommand's part of a config (the whole config without a subcommand)."""
+        return config[self.subcommand] if self.subcommand else config
 
-    def _resume_checkpoint_run(self, logger: StylebenchMLFlowLogger) -> None:
-        """`fit --ckpt_path last|<file>`: continue the checkpoint's MLflow run, not a new one.
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Name the MLflow logger after the data and the model, set up the checkpoint callbacks
+        and the fault callbacks, then build the trainer."""
+        config, built = self._section(self.config), self._section(self.config_init)
+        built["trainer"]["logger"] = self._named_loggers(
+            config["trainer"]["logger"], built["trainer"]["logger"]
+        )
+        best, latest = checkpoint_callbacks(config["checkpoint"].as_dict())
+        built["checkpoint"] = best
+        present = {type(callback) for callback in built["trainer"]["callbacks"] or []}
+        always = [c() for c in (MLflowRunIdCallback, BadImagesCallback) if c not in present]
+        # The CLI's persistent callbacks come after the configured ones, so the monitored
+        # checkpoint stays `trainer.checkpoint_callback` (what `ckpt_path="best"` reads).
+        self.trainer_defaults = {
+            **self.trainer_defaults,
+            "callbacks": [*always, *([latest] if latest else [])],
+        }
+        return super().instantiate_trainer(**kwargs)
+
+    def run_name(self) -> str:
+        """`<backbone>-<module>-<protocol>`, and `-<subcommand>` except for `fit`."""
+        hparams = self.model.hparams
+        name = f"{hparams.backbone}-{hparams.recalibration}-{self.datamodule.protocol}"
+        return name if self.subcommand in (None, "fit") else f"{name}-{self.subcommand}"
+
+    def _named_loggers(self, configured: Any, placeholders: Any) -> Any:
+        """The trainer's logger(s), with each StylebenchMLFlowLogger rebuilt from its config."""
+        if isinstance(placeholders, StylebenchMLFlowLogger):
+            return self._named_logger(type(placeholders), configured)
+        if isinstance(placeholders, list):
+            return [
+                self._named_logger(type(built), config)
+                if isinstance(built, StylebenchMLFlowLogger)
+                else built
+                for built, config in zip(placeholders, configured, strict=True)
+            ]
+        return placeholders
+
+    def _named_logger(self, logger_class: type, configured: Namespace) -> StylebenchMLFlowLogger:
+        args = configured["init_args"].as_dict()
+        args["experiment_name"] = args["experiment_name"] or self.datamodule.dataset_name
+        args["run_name"] = args["run_name"] or self.run_name()
+        logger = logger_class(**args)
+        if self.subcommand == "fit" and args["run_id"] is None:
+            run_id = self._checkpoint_run_id(logger, args["experiment_name"], args["run_name"])
+            if run_id is not None:
+                self.resumed_run_id = run_id
+                logger = logger_class(**{**args, "run_id": run_id})
+        return logger
+
+    def _checkpoint_run_id(
+        self, logger: StylebenchMLFlowLogger, experiment_name: str, run_name: str
+    ) -> str | None:
+        """`fit --ckpt_path last|<file>`: the checkpoint's MLflow run, to continue it.
 
         Checkpoints live in `<default_root_dir>/<experiment id>/<run id>/checkpoints`, so "last"
         cannot be found before the run id is known: it is resolved here to the `last.ckpt` of
         the newest run with this config's run name (or in `checkpoint.dirpath` when set).
         """
-        config = self.config_init[self.subcommand]
-        ckpt_path = config.get("ckpt_path")
-        if not ckpt_path or logger._run_id is not None:
-            return
+        built = self._section(self.config_init)
+        ckpt_path = built.get("ckpt_path")
+        if not ckpt_path:
+            return None
         if ckpt_path == "last":
-            ckpt_path = self._find_last_checkpoint(logger)
+            ckpt_path = self._find_last_checkpoint(logger, experiment_name, run_name)
             if ckpt_path is None:
-                return  # Lightning warns that there is none and trains from scratch
-            config["ckpt_path"] = ckpt_path
+                return None  # Lightning warns that there is none and trains from scratch
+            built["ckpt_path"] = ckpt_path
         run_id = read_checkpoint_run_id(ckpt_path)
         if run_id is not None:
-            logger.resume(run_id)
             print(f"Resuming MLflow run {run_id} from {ckpt_path}")
+        return run_id
 
-    def _find_last_checkpoint(self, logger: StylebenchMLFlowLogger) -> str | None:
-        callback = self.trainer.checkpoint_callback
-        last_name = f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
-        if callback is not None and callback.dirpath:
-            candidates = [Path(callback.dirpath) / last_name]
+    def _find_last_checkpoint(
+        self, logger: StylebenchMLFlowLogger, experiment_name: str, run_name: str
+    ) -> str | None:
+        config = self._section(self.config)
+        dirpath = config["checkpoint"]["dirpath"]
+        if dirpath:
+            candidates = [Path(dirpath) / LAST_CHECKPOINT]
         else:
-            experiment_id, run_ids = logger.recent_runs_named_like_this()
-            root = Path(logger.save_dir or self.trainer.default_root_dir)
+            experiment_id, run_ids = recent_run_ids(logger.tracking_uri, experiment_name, run_name)
+            root = Path(logger.save_dir or config["trainer"]["default_root_dir"] or os.getcwd())
             candidates = [
-                root / str(experiment_id) / run_id / "checkpoints" / last_name for run_id in run_ids
+                root / str(experiment_id) / run_id / "checkpoints" / LAST_CHECKPOINT
+                for run_id in run_ids
             ]
         return next((str(path) for path in candidates if path.is_file()), None)
 
+    def _describe_run(self) -> None:
+        """Tag the MLflow run (and mark a resumed one running) before anything is logged."""
+        if not self.trainer.is_global_zero:
+            return
+        data, model = self.datamodule, self.model
+        for logger in self.trainer.loggers:
+            if not isinstance(logger, StylebenchMLFlowLogger):
+                continue
+            if self.resumed_run_id is not None:
+                logger.resume_run()
+            logger.set_tags(
+                {
+                    "dataset": data.dataset_name,
+                    "protocol": data.protocol,
+                    "backbone": model.hparams.backbone,
+                    "module": model.hparams.recalibration,
+                    "weights": model.hparams.weights or "scratch",
+                    "seed": self.config[self.subcommand].get("seed_everything"),
+                    "stage": self.subcommand,
+                    "code_version": code_version(),
+                }
+            )
+
     before_fit = before_validate = before_test = before_predict = _describe_run
+
+
+class ParsedConfig(StylebenchCLI):
+    """`StylebenchCLI` that parses its arguments into `self.config` and instantiates nothing.
+
+    Runs without a subcommand (`run=False`): the arguments are what follows `fit` on a training
+    command line (`--config`, overrides). Parse errors raise instead of exiting.
+
+    Args:
+        datamodule_class: the DataModule base class the entry point accepts.
+        args: the arguments; None reads `sys.argv`, as LightningCLI does.
+        add_arguments: adds the tool's own options to the parser, so one parser reads the
+            whole command line (`--workers` of the data check, say).
+        prog: the command shown in `--help` and in errors.
+        description: the tool's one-line description for `--help`.
+    """
+
+    def __init__(
+        self,
+        datamodule_class: type = MultiDomainDataModule,
+        args: Sequence[str] | None = None,
+        add_arguments: Callable[[LightningArgumentParser], None] | None = None,
+        prog: str | None = None,
+        description: str | None = None,
+    ) -> None:
+        self._add_tool_arguments = add_arguments
+        self._parser_texts = {"prog": prog, "description": description}
+        super().__init__(
+            datamodule_class=datamodule_class,
+            args=None if args is None else list(args),
+            run=False,
+        )
+
+    def init_parser(self, **kwargs) -> LightningArgumentParser:
+        texts = {key: text for key, text in self._parser_texts.items() if text is not None}
+        # Raise jsonargparse's ArgumentError (the caller reports it) rather than exit.
+        return super().init_parser(exit_on_error=False, **texts, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        if self._add_tool_arguments is not None:
+            self._add_tool_arguments(parser)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        super().parse_arguments(parser, args)
+        # LightningCLI seeds every RNG between parsing and instantiation; reading a config
+        # should not, so the seed is hidden from it here and put back in instantiate_classes.
+        self._config_seed = self.config.get("seed_everything")
+        self.config.seed_everything = False
+
+    def instantiate_classes(self) -> None:
+        """Nothing is built on parsing (no model, trainer or MLflow logger)."""
+        self.config.seed_everything = self._config_seed
+
+    def instantiate_data(self) -> MultiDomainDataModule:
+        """The DataModule of the parsed config, and nothing else.
+
+        The parser instantiates a namespace holding only the `data` entry: components absent
+        from it (model, trainer logger and callbacks) are skipped, so no model is built and no
+        ImageNet weights are needed.
+        """
+        if self.config.get("data") is None:
+            raise ValueError("the config has no `data` section")
+        return self.parser.instantiate(
+            Namespace(data=self.config.data), instantiate_groups=False
+        ).data
 
 
 def run_cli(datamodule_class=MultiDomainDataModule, args=None) -> StylebenchCLI:

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 
 import torch
 from matplotlib.figure import Figure
-from pytorch_lightning.loggers import MLFlowLogger
 from torch import nn
 from torchmetrics import Metric
 
 from lightning_modules.metrics import DomainAccuracy, accuracy_from_confusion, metric_safe_name
+from lightning_modules.tracking import find_mlflow_logger
 
 #: `dataloader_idx` of the style-shifted set in validation and test (the plain set is 0).
 STYLE_SHIFTED_DATALOADER = 1
@@ -194,18 +194,18 @@ class StyleRobustness(nn.Module):
             return
         if not trainer.is_global_zero or len(self.domain_names) < 2:
             return
-        for logger in trainer.loggers:
-            if not isinstance(logger, MLFlowLogger):
-                continue
-            figure = cross_domain_figure(
-                matrix, self.head_domains, self.domain_names, f"{stage}: head accuracy per domain"
-            )
-            path = f"{ARTIFACT_FOLDER}/{artifact_name}"
-            logger.experiment.log_figure(logger.run_id, figure, f"{path}.png")
-            table = {
-                "heads": self.head_domains,
-                "domains": self.domain_names,
-                # NaN (a domain without samples) is not JSON: None instead.
-                "accuracy": [[v if v == v else None for v in row] for row in matrix.tolist()],
-            }
-            logger.experiment.log_dict(logger.run_id, table, f"{path}.json")
+        logger = find_mlflow_logger(trainer)
+        if logger is None:
+            return
+        figure = cross_domain_figure(
+            matrix, self.head_domains, self.domain_names, f"{stage}: head accuracy per domain"
+        )
+        path = f"{ARTIFACT_FOLDER}/{artifact_name}"
+        logger.experiment.log_figure(logger.run_id, figure, f"{path}.png")
+        table = {
+            "heads": self.head_domains,
+            "domains": self.domain_names,
+            # NaN (a domain without samples) is not JSON: None instead.
+            "accuracy": [[v if v == v else None for v in row] for row in matrix.tolist()],
+        }
+        logger.experiment.log_dict(logger.run_id, table, f"{path}.json")

@@ -1,8 +1,10 @@
-"""MLflow tracking: the logger with the project's defaults, and the resolved config as artifact.
+"""MLflow tracking: the logger with the project's defaults, and how to find and resume runs.
 
 Runs go to `sqlite:///mlflow.db` in the working directory unless `MLFLOW_TRACKING_URI` or the
 config's `trainer.logger.init_args.tracking_uri` names another store or a tracking server. One
-experiment per dataset; run names are `<backbone>-<module>-<protocol>`.
+experiment per dataset; run names are `<backbone>-<module>-<protocol>`. The CLI
+(`lightning_modules/cli.py`) builds the logger with those names; the callbacks that write to the
+run (`lightning_modules/callbacks/`) find it with `find_mlflow_logger`.
 """
 
 from __future__ import annotations
@@ -14,15 +16,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
-from pytorch_lightning import Callback
-from pytorch_lightning.cli import SaveConfigCallback
+from pytorch_lightning import Trainer
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+#: Experiment of a logger built outside the CLI without a name (the CLI names it by dataset).
+FALLBACK_EXPERIMENT = "stylebench"
+#: Where the MLflow run id is kept in a checkpoint (a top-level key, readable without the model).
+RUN_ID_KEY = "mlflow_run_id"
 
 
 def default_tracking_uri() -> str:
+    """$MLFLOW_TRACKING_URI, else `sqlite:///mlflow.db` in the working directory."""
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
@@ -45,11 +51,45 @@ def code_version() -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
+def find_mlflow_logger(trainer: Trainer | None) -> MLFlowLogger | None:
+    """The trainer's first MLflow logger, or None (no trainer, or no MLflow logger)."""
+    if trainer is None:
+        return None
+    return next((logger for logger in trainer.loggers if isinstance(logger, MLFlowLogger)), None)
+
+
+def read_checkpoint_run_id(path: str | os.PathLike) -> str | None:
+    """The MLflow run id stored in a checkpoint, loaded without executing pickled code."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return checkpoint.get(RUN_ID_KEY)
+
+
+def recent_run_ids(
+    tracking_uri: str, experiment_name: str, run_name: str, limit: int = 50
+) -> tuple[str | None, list[str]]:
+    """(experiment id, ids of its runs named `run_name`, newest first), read without creating
+    anything; (None, []) when the experiment does not exist yet."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return None, []
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`mlflow.runName` = '{run_name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=limit,
+    )
+    return experiment.experiment_id, [run.info.run_id for run in runs]
+
+
 class StylebenchMLFlowLogger(MLFlowLogger):
     """Lightning's MLFlowLogger with the project's defaults.
 
-    Names left empty are filled in by the CLI before the run starts: the experiment from the
-    dataset, the run name from backbone, module and protocol.
+    Names left empty are filled in by the CLI, which builds the logger once the DataModule and
+    the model exist: the experiment from the dataset, the run name from backbone, module and
+    protocol, and `run_id` from the checkpoint a `fit --ckpt_path` resumes.
     """
 
     def __init__(
@@ -73,9 +113,8 @@ class StylebenchMLFlowLogger(MLFlowLogger):
         run_id: continue logging into this existing run.
         artifact_location: artifact root for a newly created experiment.
         """
-        self._names_given = experiment_name is not None, run_name is not None
         super().__init__(
-            experiment_name=experiment_name or "stylebench",
+            experiment_name=experiment_name or FALLBACK_EXPERIMENT,
             run_name=run_name,
             tracking_uri=tracking_uri or default_tracking_uri(),
             tags=tags,
@@ -83,147 +122,74 @@ class StylebenchMLFlowLogger(MLFlowLogger):
             run_id=run_id,
             artifact_location=artifact_location,
         )
-
-    def set_default_names(self, experiment_name: str, run_name: str) -> None:
-        """Use these names unless the config gave its own (only before the run exists)."""
-        if self._initialized:
-            return
-        experiment_given, run_given = self._names_given
-        if not experiment_given:
-            self._experiment_name = experiment_name
-        if not run_given and self._run_id is None:
-            self._run_name = run_name
+        # Own copies: MLFlowLogger keeps these only as private attributes.
+        self.tracking_uri = tracking_uri or default_tracking_uri()
+        self.log_model = log_model
+        self.requested_run_id = run_id
+        # metric -> last step the run held when it was resumed (see `resume_run`).
+        self._resumed_steps: dict[str, int] = {}
+        # state key -> checkpoint callback whose files `finalize` uploads (log_model: true).
+        self._final_checkpoints: dict[str, ModelCheckpoint] = {}
+        # path -> modification time of the checkpoint files uploaded so far.
+        self._uploaded: dict[str, float] = {}
 
     def set_tags(self, tags: dict[str, Any]) -> None:
+        """Set run tags (values as strings; None values are skipped)."""
         for key, value in tags.items():
             if value is not None:
                 self.experiment.set_tag(self.run_id, key, str(value))
 
-    def recent_runs_named_like_this(self, limit: int = 50) -> tuple[str | None, list[str]]:
-        """(experiment id, ids of its runs with this run's name, newest first), read without
-        creating a run; (None, []) if the experiment does not exist yet."""
-        from mlflow import MlflowClient
-
-        client = MlflowClient(self._tracking_uri)
-        experiment = client.get_experiment_by_name(self._experiment_name)
-        if experiment is None or self._run_name is None:
-            return None, []
-        runs = client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.`mlflow.runName` = '{self._run_name}'",
-            order_by=["attributes.start_time DESC"],
-            max_results=limit,
-        )
-        return experiment.experiment_id, [run.info.run_id for run in runs]
-
-    def resume(self, run_id: str) -> None:
-        """Log into the existing run `run_id` (resuming from its checkpoint), not a new one.
+    def resume_run(self) -> None:
+        """Continue the run given as `run_id` (resuming from its checkpoint), on rank zero.
 
         Points the killed process logged after its last checkpoint are kept, and the resumed
         process's points for the same metric and step are dropped, so each metric's steps stay
         unique and increasing (MLflow cannot delete single metric points).
         """
-        if self._initialized and self._run_id != run_id:
-            raise RuntimeError(f"the logger already logs into run {self._run_id}, not {run_id}")
-        self._run_id = run_id
-        client = self.experiment
-        self._last_logged_step = {
+        if self.requested_run_id is None:
+            raise ValueError("resume_run needs the logger to be built with the run_id to resume")
+        client, run_id = self.experiment, self.run_id
+        self._resumed_steps = {
             key: max((m.step for m in client.get_metric_history(run_id, key)), default=-1)
             for key in client.get_run(run_id).data.metrics
         }
         client.update_run(run_id, status="RUNNING")
 
     def log_metrics(self, metrics, step: int | None = None) -> None:
-        last_logged = getattr(self, "_last_logged_step", None)
-        if last_logged:
-            metrics = {k: v for k, v in metrics.items() if (step or 0) > last_logged.get(k, -1)}
+        if self._resumed_steps:
+            last = self._resumed_steps
+            metrics = {k: v for k, v in metrics.items() if (step or 0) > last.get(k, -1)}
             if not metrics:
                 return
         super().log_metrics(metrics, step)
+
+    def after_save_checkpoint(self, checkpoint_callback: ModelCheckpoint) -> None:
+        if self.log_model is True and checkpoint_callback.save_top_k != -1:
+            # MLFlowLogger remembers only the checkpoint callback that saved last and uploads its
+            # files at the end; the CLI has two (the monitored best and the always-latest
+            # `last.ckpt`), so each is remembered here and its files uploaded in `finalize`.
+            self._final_checkpoints[checkpoint_callback.state_key] = checkpoint_callback
+            return
+        super().after_save_checkpoint(checkpoint_callback)
 
     def finalize(self, status: str = "success") -> None:
         # Lightning reports a KeyboardInterrupt (Ctrl-C) as "failed", from inside its `except`
         # block (trainer/call.py), so the exception in flight tells the two apart.
         if status == "failed" and isinstance(sys.exc_info()[1], KeyboardInterrupt):
             status = "KILLED"
+        # Checkpoint callbacks are remembered on global rank zero only, where the run exists.
+        if self._final_checkpoints:
+            self._upload_final_checkpoints()
         super().finalize(status)
 
-
-#: Where the MLflow run id is kept in a checkpoint (a top-level key, readable without the model).
-RUN_ID_KEY = "mlflow_run_id"
-
-
-def read_checkpoint_run_id(path: str | os.PathLike) -> str | None:
-    """The MLflow run id stored in a checkpoint, loaded without executing pickled code."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return checkpoint.get(RUN_ID_KEY)
-
-
-class MLflowRunIdCallback(Callback):
-    """Stores the MLflow run id in every checkpoint, so a resumed run logs into the same run."""
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        for logger in trainer.loggers:
-            if isinstance(logger, MLFlowLogger):
-                checkpoint[RUN_ID_KEY] = logger.run_id
-                return
-
-
-class BadImagesCallback(Callback):
-    """Under `data.on_bad_image: skip`, logs `data/bad_images` (how many distinct images were
-    skipped so far) at each epoch end and the list as the artifact `bad_images.txt`."""
-
-    def _report(self, trainer, pl_module) -> None:
-        datamodule = trainer.datamodule
-        if getattr(datamodule, "on_bad_image", "error") != "skip":
-            return
-        paths = datamodule.bad_images()
-        pl_module.log("data/bad_images", float(len(paths)))
-        if paths and trainer.is_global_zero:
-            for logger in trainer.loggers:
-                if isinstance(logger, MLFlowLogger):
-                    text = "\n".join(paths) + "\n"
-                    logger.experiment.log_text(logger.run_id, text, "bad_images.txt")
-
-    on_train_epoch_end = _report
-
-
-def flatten_config(config: dict, prefix: str = "") -> dict[str, Any]:
-    """{"model": {"init_args": {"backbone": "resnet50"}}} -> {"model.backbone": "resnet50"}."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if key in ("init_args", "dict_kwargs"):
-            flat.update(flatten_config(value, prefix))
-            continue
-        name = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, dict):
-            flat.update(flatten_config(value, name))
-        else:
-            flat[name] = value
-    return flat
-
-
-class MLflowSaveConfigCallback(SaveConfigCallback):
-    """Logs the resolved config to MLflow: whole as `config.yaml`, and flattened as params.
-
-    MLflow cuts long param values, so the artifact is the authoritative copy.
-    """
-
-    def save_config(self, trainer, pl_module, stage: str) -> None:
-        logger = trainer.logger
-        if not isinstance(logger, MLFlowLogger):
-            return
-        text = self.parser.dump(self.config, skip_none=False)
-        params = flatten_config(yaml.safe_load(text))
-        # Lists of callbacks and the like are unreadable as params; the artifact has them.
-        params = {k: v for k, v in params.items() if not isinstance(v, list) or len(str(v)) < 250}
-        logged = logger.experiment.get_run(logger.run_id).data.params
-        if logged:
-            # A resumed run: MLflow refuses to change a param, and the original config stays
-            # the run's `config.yaml`; the resuming command's config is kept beside it.
-            logger.experiment.log_text(logger.run_id, text, "config_resumed.yaml")
-            params = {k: v for k, v in params.items() if k not in logged}
-        else:
-            logger.experiment.log_text(logger.run_id, text, "config.yaml")
-        if params:
-            logger.log_hyperparams(params)
+    def _upload_final_checkpoints(self) -> None:
+        """Upload the remembered callbacks' best, top-k and last files not uploaded yet (or
+        changed since), each into an artifact folder named after the file, as MLFlowLogger does."""
+        paths = set()
+        for callback in self._final_checkpoints.values():
+            paths |= {callback.best_model_path, callback.last_model_path, *callback.best_k_models}
+        for path in sorted(p for p in paths if p and Path(p).is_file()):
+            modified = Path(path).stat().st_mtime
+            if self._uploaded.get(path) != modified:
+                self.experiment.log_artifact(self.run_id, path, Path(path).stem)
+                self._uploaded[path] = modified

@@ -9,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from experiments import compare
-from lightning_modules.artifacts import NUM_PARAMETERS_KEY
+from lightning_modules.callbacks.artifacts import NUM_PARAMETERS_KEY
 
 DOMAINS = ("Art", "Clipart", "Product", "Real_World")
 

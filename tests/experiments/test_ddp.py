@@ -99,7 +99,7 @@ def test_sync_batchnorm_conversion_reaches_the_recalibration_modules() -> None:
     (PyTorch runs SyncBatchNorm on GPUs only, so this is checked on the conversion)."""
     import torch
 
-    from lightning_modules.backbones import create_backbone
+    from lightning_modules.models.backbones import create_backbone
 
     backbone = create_backbone("resnet20", recalibration="srm", image_size=32)
     converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(backbone)

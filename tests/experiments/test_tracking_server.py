@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 
 from experiments import compare
 from experiments.officehome import main
-from lightning_modules.artifacts import NUM_PARAMETERS_KEY
+from lightning_modules.callbacks.artifacts import NUM_PARAMETERS_KEY
 from tests.experiments.test_officehome_cli import tiny_demo_args
 
 SERVER_START_TIMEOUT_S = 120

@@ -15,7 +15,7 @@ import torch
 from mlflow import MlflowClient
 from pytorch_lightning import Callback
 
-from datamodules.demo_data import ensure_officehome_demo
+from datamodules.demo import ensure_officehome_demo
 from experiments.officehome import main
 from lightning_modules.tracking import RUN_ID_KEY
 from tests.experiments.test_officehome_cli import tiny_demo_args
@@ -23,18 +23,18 @@ from tests.experiments.test_officehome_cli import tiny_demo_args
 HERE = "tests.lightning_modules.test_faults"
 
 
-class RaiseInSecondEpoch(Callback):
-    """Raises after batch `batch` of the second epoch: a crash, or Ctrl-C (`keyboard_interrupt`).
+class RaiseMidEpoch(Callback):
+    """Raises after batch `batch` of epoch `epoch`: a crash, or Ctrl-C (`keyboard_interrupt`).
 
-    Lightning writes no checkpoint, not even `last`, before the first validation has produced
-    the monitored `val/acc_mean`, so faults are raised in the second epoch.
+    The best checkpoint needs the monitored `val/acc_mean` of a first validation, so most
+    faults are raised in the second epoch, when both the best and `last.ckpt` exist.
     """
 
-    def __init__(self, batch: int = 2, keyboard_interrupt: bool = False) -> None:
-        self.batch, self.keyboard_interrupt = batch, keyboard_interrupt
+    def __init__(self, batch: int = 2, keyboard_interrupt: bool = False, epoch: int = 1) -> None:
+        self.batch, self.keyboard_interrupt, self.epoch = batch, keyboard_interrupt, epoch
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.current_epoch == 1 and batch_idx == self.batch:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             raise KeyboardInterrupt if self.keyboard_interrupt else RuntimeError("disk on fire")
 
 
@@ -79,7 +79,7 @@ def test_exception_marks_the_run_failed_and_keeps_the_last_checkpoint(
     tmp_path: Path, mlflow_uri: str
 ) -> None:
     with pytest.raises(RuntimeError, match="disk on fire"):
-        main(fault_args(tmp_path, "RaiseInSecondEpoch", batch=2))
+        main(fault_args(tmp_path, "RaiseMidEpoch", batch=2))
     run = only_run(mlflow_uri)
     assert run.info.status == "FAILED"
     checkpoint = last_checkpoint(tmp_path, run.info.run_id)
@@ -90,12 +90,25 @@ def test_exception_marks_the_run_failed_and_keeps_the_last_checkpoint(
     assert checkpoint[RUN_ID_KEY] == run.info.run_id
 
 
+def test_crash_in_the_first_epoch_keeps_the_latest_step_checkpoint(
+    tmp_path: Path, mlflow_uri: str
+) -> None:
+    # No validation has run: no best checkpoint yet, but `last.ckpt` follows the step cadence.
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        main(fault_args(tmp_path, "RaiseMidEpoch", batch=4, epoch=0))
+    run = only_run(mlflow_uri)
+    checkpoint = last_checkpoint(tmp_path, run.info.run_id)
+    assert (checkpoint["epoch"], checkpoint["global_step"]) == (0, 4)
+    assert checkpoint[RUN_ID_KEY] == run.info.run_id
+    assert not list((tmp_path / "outputs").rglob("best-*.ckpt"))
+
+
 def test_ctrl_c_marks_the_run_killed(tmp_path: Path, mlflow_uri: str) -> None:
     handler = signal.getsignal(signal.SIGINT)
     try:
         # Lightning shuts down gracefully on KeyboardInterrupt, then exits with status 1.
         with pytest.raises(SystemExit):
-            main(fault_args(tmp_path, "RaiseInSecondEpoch", batch=2, keyboard_interrupt=True))
+            main(fault_args(tmp_path, "RaiseMidEpoch", batch=2, keyboard_interrupt=True))
     finally:
         signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C from then on
     run = only_run(mlflow_uri)

@@ -8,6 +8,8 @@ Each stimulus has the shape of one class and the texture of another
 shape bias = shape hits / (shape hits + texture hits), over images whose shape and texture
 differ, counting only decisions equal to the shape or the texture class.
 `ShapeBiasCallback` runs this at test time and logs `test/shape_bias` and a CSV of decisions.
+The stimuli come from the DataModule (`cue_conflict_set`; the folder is read by
+`datamodules/data/cue_conflict.py`); this module only scores them.
 """
 
 from __future__ import annotations
@@ -17,27 +19,25 @@ import io
 import json
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import MLFlowLogger
 from torch.utils.data import DataLoader
 
-from datamodules.base import ImageSampleDataset, Sample
-from datamodules.demo_data import ensure_cue_conflict_demo, parse_cue_conflict_name
-from datamodules.image_io import is_image_file
-from datamodules.transforms import eval_transform
+from lightning_modules.callbacks.contracts import (
+    CueConflictData,
+    CueConflictModel,
+    CueConflictStimuli,
+    DomainHeads,
+    require,
+)
+from lightning_modules.tracking import find_mlflow_logger
 
 IMAGENET16_MAPPING_FILE = Path(__file__).with_name("cue_conflict_imagenet16.json")
 SHAPE_HIT, TEXTURE_HIT, OTHER, EXCLUDED = "shape", "texture", "other", "excluded"
-CUE_CONFLICT_HELP = (
-    "Get the cue-conflict stimuli from github.com/rgeirhos/texture-vs-shape "
-    "(stimuli/style-transfer-preprocessed-512) and pass that folder, or use the generated demo "
-    "set (root: null)."
-)
 
 
 def imagenet16_mapping() -> dict[str, list[int]]:
@@ -95,33 +95,6 @@ def shape_bias_from_decisions(decisions: Sequence[str]) -> float:
     return counts[SHAPE_HIT] / hits if hits else math.nan
 
 
-@dataclass(frozen=True)
-class CueConflictImage:
-    path: str
-    shape: str
-    texture: str
-
-
-def scan_cue_conflict(root: str | Path) -> tuple[list[str], list[CueConflictImage]]:
-    """(categories, images) of a cue-conflict folder; categories are the shape folders."""
-    root = Path(root)
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not folders:
-        raise FileNotFoundError(
-            f"no cue-conflict class folders in {root} (expected "
-            f"<root>/<shape>/<shape><i>-<texture><j>.png). {CUE_CONFLICT_HELP}"
-        )
-    categories = [p.name for p in folders]
-    images = []
-    for folder in folders:
-        for path in sorted(p for p in folder.iterdir() if is_image_file(p)):
-            shape, _, texture, _ = parse_cue_conflict_name(path.name)
-            if shape != folder.name or texture not in categories:
-                raise ValueError(f"{path}: shape/texture {shape!r}/{texture!r} are not categories")
-            images.append(CueConflictImage(str(path), shape, texture))
-    return categories, images
-
-
 @dataclass
 class ShapeBiasResult:
     shape_bias: float
@@ -142,61 +115,54 @@ class ShapeBiasResult:
 
 @torch.no_grad()
 def evaluate_shape_bias(
-    model: torch.nn.Module,
-    root: str | Path,
-    class_names: Sequence[str],
-    image_size: int,
-    resize_size: int | None = None,
+    model: CueConflictModel,
+    stimuli: CueConflictStimuli,
+    normalize: Callable,
     batch_size: int = 64,
     domain_index: int | None = None,
     device: torch.device | str | None = None,
 ) -> ShapeBiasResult:
-    """Classify every cue-conflict image with a `MultiDomainClassifier` and score shape bias.
+    """Classify every cue-conflict stimulus and score shape bias.
 
     Args:
-        model: the classifier (its `backbone` and `head`; inputs normalised as in training).
-        root: cue-conflict folder.
-        class_names: the model's output classes.
-        image_size: evaluation crop side.
-        resize_size: shorter side before the centre crop (default 256/224 of `image_size`).
+        model: the classifier (its `backbone`, `head` and `class_names`).
+        stimuli: the set (`root`, `categories`, `images`, and a `dataset` of uint8 images
+            through the evaluation transform with their indices into `images`).
+        normalize: the DataModule's `on_after_batch_transfer`: (batch tuple, dataloader index)
+            -> the batch with its images normalised as in training.
         batch_size: images per forward pass.
         domain_index: classify through this domain's head; None treats the stimuli as an unseen
             domain (the shared head, else the mean of the domain heads' probabilities).
         device: where to run (default: the model's device).
     """
-    categories, images = scan_cue_conflict(root)
-    output_indices = category_output_indices(class_names, categories)
-    device = device or next(model.parameters()).device
-    samples = [Sample(image.path, 0, 0) for image in images]
-    loader = DataLoader(
-        ImageSampleDataset(samples, eval_transform(image_size, resize_size)), batch_size=batch_size
-    )
+    head = require(model.head, DomainHeads, "evaluate_shape_bias (model.head)")
+    output_indices = category_output_indices(model.class_names, stimuli.categories)
+    device = device or next(model.backbone.parameters()).device
+    loader = DataLoader(stimuli.dataset, batch_size=batch_size)
     was_training = model.training
     model.eval()
-    predicted_indices = []
-    for batch in loader:
-        pixels, *_ = model.on_after_batch_transfer((batch[0].to(device),), 0)
+    predicted: dict[int, str] = {}
+    for images, indices in loader:
+        pixels, *_ = normalize((images.to(device),), 0)
         features = model.backbone(pixels)
         if domain_index is None:
-            logits = model.head.unseen_domain_logits(features)
+            logits = head.unseen_domain_logits(features)
         else:
-            index = torch.full((len(pixels),), domain_index, device=device)
-            logits = model.head(features, index)
+            logits = head(features, torch.full((len(pixels),), domain_index, device=device))
         reduced = reduce_to_categories(logits.float().softmax(dim=1), output_indices)
-        predicted_indices += reduced.argmax(dim=1).tolist()
+        for index, category in zip(indices.tolist(), reduced.argmax(dim=1).tolist(), strict=True):
+            predicted[index] = stimuli.categories[category]
     model.train(was_training)
-    rows = []
-    for image, index in zip(images, predicted_indices, strict=True):
-        predicted = categories[index]
-        rows.append(
-            {
-                "image": str(Path(image.path).relative_to(root)),
-                "shape": image.shape,
-                "texture": image.texture,
-                "predicted": predicted,
-                "decision": decide(image.shape, image.texture, predicted),
-            }
-        )
+    rows = [
+        {
+            "image": str(Path(image.path).relative_to(stimuli.root)),
+            "shape": image.shape,
+            "texture": image.texture,
+            "predicted": predicted[index],
+            "decision": decide(image.shape, image.texture, predicted[index]),
+        }
+        for index, image in enumerate(stimuli.images)
+    ]
     return ShapeBiasResult(shape_bias_from_decisions([r["decision"] for r in rows]), rows)
 
 
@@ -205,6 +171,8 @@ class ShapeBiasCallback(pl.Callback):
 
     Logs `test/shape_bias` (and the counts `test/cue_conflict_{shape,texture,other}`), and with
     an MLflow logger the per-image decisions as the `shape_bias/decisions.csv` artifact.
+    Needs a model with `backbone`, `head`, `class_names`, `domain_names` (`CueConflictModel`)
+    and a DataModule with `cue_conflict_set` and `on_after_batch_transfer` (`CueConflictData`).
     """
 
     def __init__(
@@ -235,49 +203,45 @@ class ShapeBiasCallback(pl.Callback):
         self.batch_size = batch_size
         self.domain = domain
         self.demo_settings = {
-            "num_classes": demo_classes,
-            "images_per_pair": demo_images_per_pair,
-            "image_size": demo_image_size,
+            "demo_classes": demo_classes,
+            "demo_images_per_pair": demo_images_per_pair,
+            "demo_image_size": demo_image_size,
         }
         self.cache_dir = cache_dir
         self.result: ShapeBiasResult | None = None
 
-    def stimuli_root(self) -> Path:
-        if self.root is None:
-            return ensure_cue_conflict_demo(self.cache_dir, **self.demo_settings)
-        root = Path(self.root).expanduser()
-        if not root.is_dir():
-            raise FileNotFoundError(
-                f"cue-conflict folder {root} does not exist. {CUE_CONFLICT_HELP}"
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        require(pl_module, CueConflictModel, "ShapeBiasCallback")
+        require(pl_module.head, DomainHeads, "ShapeBiasCallback (model.head)")
+        require(trainer.datamodule, CueConflictData, "ShapeBiasCallback")
+        if self.domain is not None and self.domain not in pl_module.domain_names:
+            raise ValueError(
+                f"ShapeBiasCallback domain={self.domain!r} is not a domain of the model; "
+                f"valid choices: {pl_module.domain_names} (or null for an unseen domain)"
             )
-        return root
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        datamodule = trainer.datamodule
-        domain_index = None
-        if self.domain is not None:
-            if self.domain not in pl_module.domain_names:
-                raise ValueError(
-                    f"ShapeBiasCallback domain={self.domain!r} is not a domain of the model; "
-                    f"valid choices: {pl_module.domain_names} (or null for an unseen domain)"
-                )
-            domain_index = pl_module.domain_names.index(self.domain)
+        datamodule: CueConflictData = trainer.datamodule
+        model: CueConflictModel = pl_module
+        domain_index = None if self.domain is None else model.domain_names.index(self.domain)
+        stimuli = datamodule.cue_conflict_set(
+            root=self.root, cache_dir=self.cache_dir, **self.demo_settings
+        )
         self.result = evaluate_shape_bias(
-            pl_module,
-            self.stimuli_root(),
-            pl_module.class_names,
-            image_size=pl_module.hparams.image_size,
-            resize_size=getattr(datamodule, "resize_size", None),
+            model,
+            stimuli,
+            datamodule.on_after_batch_transfer,
             batch_size=self.batch_size,
             domain_index=domain_index,
+            device=pl_module.device,
         )
         counts = self.result.counts()
         # Every process scores the whole (small) set, so the values agree without syncing.
         pl_module.log("test/shape_bias", self.result.shape_bias)
         for decision in (SHAPE_HIT, TEXTURE_HIT, OTHER):
             pl_module.log(f"test/cue_conflict_{decision}", float(counts[decision]))
-        logger = trainer.logger
-        if isinstance(logger, MLFlowLogger) and trainer.is_global_zero:
+        logger = find_mlflow_logger(trainer)
+        if logger is not None and trainer.is_global_zero:
             logger.experiment.log_text(
                 logger.run_id, self.result.to_csv(), "shape_bias/decisions.csv"
             )

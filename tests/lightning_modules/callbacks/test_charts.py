@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from lightning_modules.artifacts import (
+from lightning_modules.callbacks.charts import (
     accuracy_bar_chart,
     confusion_matrix_figure,
     per_class_accuracy_csv,

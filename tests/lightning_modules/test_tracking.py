@@ -1,0 +1,80 @@
+"""The MLflow logger: finding it, resuming a run without duplicate steps, run status, and the
+checkpoints it uploads at the end of training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from mlflow import MlflowClient
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+
+from lightning_modules.tracking import StylebenchMLFlowLogger, find_mlflow_logger
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One store for the module's runs (creating a SQLite store takes seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+def test_find_mlflow_logger_returns_the_first_mlflow_logger(tmp_path: Path) -> None:
+    mlflow = StylebenchMLFlowLogger(tracking_uri=f"sqlite:///{tmp_path / 'unused.db'}")
+    assert find_mlflow_logger(SimpleNamespace(loggers=[CSVLogger(tmp_path), mlflow])) is mlflow
+    assert find_mlflow_logger(SimpleNamespace(loggers=[CSVLogger(tmp_path)])) is None
+    assert find_mlflow_logger(None) is None
+
+
+def test_resumed_run_keeps_its_history_and_drops_repeated_steps(tracking_uri: str) -> None:
+    first = StylebenchMLFlowLogger(experiment_name="resume", tracking_uri=tracking_uri)
+    for step in range(6):
+        first.log_metrics({"train/loss": 1.0 / (step + 1)}, step=step)
+    run_id = first.run_id  # the process is killed here: no finalize, the run stays RUNNING
+
+    resumed = StylebenchMLFlowLogger(tracking_uri=tracking_uri, run_id=run_id)
+    resumed.resume_run()
+    # The checkpoint was at step 3: steps 4 and 5 come again and are dropped.
+    for step in range(4, 8):
+        resumed.log_metrics({"train/loss": 0.1, "val/acc_mean": 0.5}, step=step)
+    resumed.finalize("success")
+    client = MlflowClient(tracking_uri)
+    steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
+    assert steps == list(range(8))
+    assert [m.step for m in client.get_metric_history(run_id, "val/acc_mean")] == [4, 5, 6, 7]
+    assert client.get_run(run_id).info.status == "FINISHED"
+    with pytest.raises(ValueError, match="resume_run needs the logger to be built with the run_id"):
+        StylebenchMLFlowLogger(tracking_uri=tracking_uri).resume_run()
+
+
+def test_ctrl_c_ends_the_run_killed_other_exceptions_failed(tracking_uri: str) -> None:
+    statuses = []
+    for error in (KeyboardInterrupt, RuntimeError):
+        logger = StylebenchMLFlowLogger(experiment_name="status", tracking_uri=tracking_uri)
+        logger.log_metrics({"train/loss": 1.0}, step=0)
+        try:
+            raise error
+        except BaseException:
+            logger.finalize("failed")  # as Lightning calls it, inside its `except` block
+        statuses.append(MlflowClient(tracking_uri).get_run(logger.run_id).info.status)
+    assert statuses == ["KILLED", "FAILED"]
+
+
+def test_final_upload_has_the_best_and_the_latest_checkpoint(
+    tracking_uri: str, tmp_path: Path
+) -> None:
+    """With two checkpoint callbacks (best, always-latest), `log_model: true` uploads both
+    callbacks' files when training ends (Lightning's logger would upload the latest's only)."""
+    best, latest = ModelCheckpoint(monitor="val/acc_mean"), ModelCheckpoint(filename="last")
+    for callback, name in ((best, "best-epoch001.ckpt"), (latest, "last.ckpt")):
+        callback.best_model_path = str(tmp_path / name)
+        Path(callback.best_model_path).write_bytes(b"weights")
+    logger = StylebenchMLFlowLogger(experiment_name="upload", tracking_uri=tracking_uri)
+    logger.after_save_checkpoint(best)
+    logger.after_save_checkpoint(latest)  # the latest saves last, as in every step
+    logger.finalize("success")
+    client = MlflowClient(tracking_uri)
+    uploaded = {a.path for a in client.list_artifacts(logger.run_id)}
+    assert uploaded == {"best-epoch001", "last"}
+    assert [a.path for a in client.list_artifacts(logger.run_id, "last")] == ["last/last.ckpt"]
