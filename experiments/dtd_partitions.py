@@ -1,8 +1,10 @@
 """Run (or gather) every DTD partition or fold and report mean +- std test accuracy in MLflow.
 
     python -m experiments.dtd_partitions --config configs/dtd/demo.yaml --partitions 1 2 3
-    python -m experiments.dtd_partitions --config configs/dtd/resnet50_srm.yaml --folds 5 \\
+    python -m experiments.dtd_partitions --config configs/dtd/resnet50.yaml --folds 5 \\
         --data.init_args.root /data/dtd
+    python -m experiments.dtd_partitions --config configs/dtd/resnet50.yaml \\
+        --config configs/modules/se.yaml --data.init_args.root /data/dtd
     python -m experiments.dtd_partitions --config configs/dtd/demo.yaml --gather
 
 One MLflow parent run holds the summary (`test/acc_mean` = mean over children,
@@ -11,7 +13,8 @@ is an ordinary `fit` + `test` run of `experiments.dtd`, nested under the parent 
 `mlflow.parentRunId` tag and named by its `sweep_unit` tag (`partition3`, `fold2of5`). Arguments
 the runner does not know are passed to every child (`--trainer.max_epochs 2`). With
 `--parent-run-id`, units already finished under that parent are skipped (resume after a crash);
-`--gather` only reads finished children and writes the summary.
+`--gather` only reads finished children and writes the summary. `--config` may be repeated (a
+base config and overlays, as for training); the sweep is identified by the whole list.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Run, RunStatus
 
+from datamodules.dtd import DTDDataModule
 from experiments.dtd import main as dtd_main
+from lightning_modules.cli import ParsedConfig
 from lightning_modules.tracking import code_version, default_tracking_uri
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -51,13 +55,28 @@ def sweep_units(partitions: Sequence[int] | None, folds: int | None) -> list[tup
     ]
 
 
-def logger_settings(config: str) -> tuple[str, str, dict]:
-    """The tracking URI, experiment name and tags the config gives its MLflow logger."""
-    settings = yaml.safe_load(Path(config).read_text()) or {}
-    logger = (settings.get("trainer") or {}).get("logger")
-    init_args = (logger.get("init_args") or {}) if isinstance(logger, dict) else {}
-    uri = init_args.get("tracking_uri") or default_tracking_uri()
-    return uri, init_args.get("experiment_name") or "dtd", dict(init_args.get("tags") or {})
+def config_args(configs: Sequence[str]) -> list[str]:
+    """`--config` arguments for the config files, in order (later ones override earlier)."""
+    return [item for config in configs for item in ("--config", config)]
+
+
+def sweep_name(configs: Sequence[str]) -> str:
+    """What identifies a sweep's config in MLflow: the config files as given, in order."""
+    return " ".join(configs)
+
+
+def logger_settings(args: Sequence[str]) -> tuple[str, str, dict]:
+    """The tracking URI, experiment name and tags the MLflow logger of a training run would get.
+
+    `args` are the training arguments (`--config` files and overrides), parsed as
+    `python -m experiments.dtd fit` parses them, so `--trainer.logger.init_args.*` overrides
+    count.
+    """
+    logger = ParsedConfig(DTDDataModule, args).config.trainer.logger
+    init_args = logger.get("init_args") if logger else None
+    settings = init_args.as_dict() if init_args else {}
+    uri = settings.get("tracking_uri") or default_tracking_uri()
+    return uri, settings.get("experiment_name") or "dtd", dict(settings.get("tags") or {})
 
 
 def finished_children(client: MlflowClient, parent: Run) -> dict[str, Run]:
@@ -102,8 +121,9 @@ def summarize(client: MlflowClient, parent: Run) -> dict[str, float]:
     return summary
 
 
-def find_parent(client: MlflowClient, experiment_name: str, config: str) -> Run:
-    """The newest parent run of this config."""
+def find_parent(client: MlflowClient, experiment_name: str, configs: Sequence[str]) -> Run:
+    """The newest parent run of this config (the config files, in order)."""
+    config = sweep_name(configs)
     experiment = client.get_experiment_by_name(experiment_name)
     runs = (
         client.search_runs(
@@ -123,13 +143,12 @@ def find_parent(client: MlflowClient, experiment_name: str, config: str) -> Run:
     return runs[0]
 
 
-def run_unit(config: str, unit_args: list, tags: dict, extra: list, checkpoint: str):
+def run_unit(configs: Sequence[str], unit_args: list, tags: dict, extra: list, checkpoint: str):
     """One child: the ordinary `fit`, then `test` of the chosen checkpoint, in one MLflow run."""
     cli = dtd_main(
         [
             "fit",
-            "--config",
-            config,
+            *config_args(configs),
             *extra,
             *unit_args,
             "--trainer.logger.init_args.tags",
@@ -151,7 +170,12 @@ def main(args: Sequence[str] | None = None) -> dict[str, float]:
         description=__doc__.split("\n\n")[0],
         epilog="Other arguments are passed to every `python -m experiments.dtd fit` run.",
     )
-    parser.add_argument("--config", required=True, help="a configs/dtd/*.yaml file")
+    parser.add_argument(
+        "--config",
+        required=True,
+        action="append",
+        help="a configs/dtd/*.yaml file; repeat for overlays (configs/modules/*.yaml)",
+    )
     which = parser.add_mutually_exclusive_group()
     which.add_argument(
         "--partitions", type=int, nargs="+", help="official partitions (default: 1..10)"
@@ -171,7 +195,7 @@ def main(args: Sequence[str] | None = None) -> dict[str, float]:
         "split is the test fold or training data, so 'best' would select on it)",
     )
     options, extra = parser.parse_known_args(args)
-    uri, experiment_name, config_tags = logger_settings(options.config)
+    uri, experiment_name, config_tags = logger_settings([*config_args(options.config), *extra])
     client = MlflowClient(uri)
     if options.gather:
         parent = (
@@ -192,11 +216,11 @@ def main(args: Sequence[str] | None = None) -> dict[str, float]:
         sweep = "folds" if options.folds else "partitions"
         parent = client.create_run(
             experiment_id,
-            run_name=f"{Path(options.config).stem}-{sweep}",
+            run_name="+".join(Path(config).stem for config in options.config) + f"-{sweep}",
             tags={
                 "dataset": "dtd",
                 "sweep": sweep,
-                SWEEP_CONFIG_TAG: options.config,
+                SWEEP_CONFIG_TAG: sweep_name(options.config),
                 "code_version": code_version() or "unknown",
                 **{k: str(v) for k, v in config_tags.items()},
             },

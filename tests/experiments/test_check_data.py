@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from datamodules.checks import main
+from experiments.check_data import main
 from tests.conftest import make_officehome_tree
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,6 +67,42 @@ def test_layout_errors_exit_two_with_one_line(tmp_path: Path, root: Path, capsys
     config = str(write_config(tmp_path, root))
     assert main(["--config", config, "--data.init_args.domains", "[Sketch]"]) == 2
     assert "valid choices: ['Art', 'Clipart', 'Product', 'Real World']" in capsys.readouterr().err
+
+
+def test_shipped_configs_stack_and_only_the_data_is_built(root: Path, capsys) -> None:
+    # leave_out_art asks for ImageNet weights, which are not here: the model is never built.
+    configs = REPO / "configs"
+    args = [
+        "--config",
+        str(configs / "officehome" / "leave_out_art.yaml"),
+        "--config",
+        str(configs / "modules" / "se.yaml"),
+        "--data.init_args.root",
+        str(root),
+        "--data.init_args.num_workers",
+        "0",
+    ]
+    assert main(args) == 0
+    assert "checked 40 images" in capsys.readouterr().out
+
+
+def test_no_decode_and_workers_are_the_checks_own_options(
+    tmp_path: Path, root: Path, capsys
+) -> None:
+    (root / "Product" / "B" / "00002.jpg").write_text("not an image")
+    config = str(write_config(tmp_path, root))
+    # without decoding, a file that is no image goes unnoticed; layout and hashes are checked
+    assert main(["--config", config, "--no-decode", "--workers", "1"]) == 0
+    assert "checked 0 images" in capsys.readouterr().out
+    assert main(["--config", config, "--workers", "1"]) == 1
+
+
+def test_unknown_options_exit_two_with_one_line(tmp_path: Path, root: Path, capsys) -> None:
+    config = str(write_config(tmp_path, root))
+    assert main(["--config", config, "--data.init_args.no_such_option", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ERROR: cannot build the DataModule from {config}:")
+    assert "no_such_option" in err
 
 
 @pytest.mark.slow

@@ -1,8 +1,11 @@
-"""Every shipped config parses and type-checks against the CLI (without training)."""
+"""Every shipped config, and every shipped composition of a base config with overlays, parses
+and type-checks against the CLI (without training), and an overlay changes only what it says."""
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import io
 from pathlib import Path
 
@@ -13,47 +16,178 @@ from experiments.dtd import main as dtd_main
 from experiments.officehome import main as officehome_main
 from experiments.stylized_imagenet import main as stylized_imagenet_main
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+REPO = Path(__file__).resolve().parents[2]
+CONFIG_DIR = REPO / "configs"
 ENTRY_POINTS = {
     "dtd": dtd_main,
     "officehome": officehome_main,
     "stylized_imagenet": stylized_imagenet_main,
 }
+MODULES = ("none", "se", "srm", "ge", "mssar")
 
 
 def shipped_configs() -> list[Path]:
+    """The base configs: one folder per dataset (overlays live in modules/, trainer/, ...)."""
     return sorted(p for p in CONFIG_DIR.glob("*/*.yaml") if p.parent.name in ENTRY_POINTS)
 
 
-@pytest.mark.parametrize("config", shipped_configs(), ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_config_parses_and_validates(config: Path) -> None:
+def config_id(path: Path) -> str:
+    return str(path.relative_to(REPO))
+
+
+@functools.cache
+def resolved(dataset: str, *configs: Path) -> dict:
+    """`fit --print_config` of the configs stacked in order, as a dict."""
     output = io.StringIO()
+    args = ["fit", *(item for config in configs for item in ("--config", str(config)))]
     with contextlib.redirect_stdout(output), pytest.raises(SystemExit) as exit_info:
-        ENTRY_POINTS[config.parent.name](["fit", "--config", str(config), "--print_config"])
+        ENTRY_POINTS[dataset]([*args, "--print_config"])
     assert exit_info.value.code in (0, None)
-    resolved = yaml.safe_load(output.getvalue())
+    return yaml.safe_load(output.getvalue())
+
+
+def merged(base: dict, overlay: dict) -> dict:
+    """`base` with every value `overlay` sets put in (nested mappings merge, the rest replace)."""
+    result = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+def compositions() -> list:
+    """(dataset, base, overlays) for every combination the configs and README offer."""
+    combos = []
+    for base in shipped_configs():
+        dataset = base.parent.name
+        for module in MODULES:
+            combos.append((dataset, base, (CONFIG_DIR / "modules" / f"{module}.yaml",)))
+        # DDP over gloo on CPUs is trainer-only: it composes with any base.
+        combos.append((dataset, base, (CONFIG_DIR / "trainer" / "ddp_cpu.yaml",)))
+    office_home = sorted((CONFIG_DIR / "officehome").glob("*.yaml"))
+    for base in office_home:
+        # ddp_gpus also balances the batches over Office-Home's four domains.
+        overlays = (CONFIG_DIR / "trainer" / "ddp_gpus.yaml",)
+        combos.append(("officehome", base, overlays))
+        combos.append(("officehome", base, (*overlays, CONFIG_DIR / "modules" / "se.yaml")))
+    dann = CONFIG_DIR / "adaptation" / "dann.yaml"
+    art_to_clipart = CONFIG_DIR / "officehome" / "art_to_clipart.yaml"
+    combos.append(("officehome", art_to_clipart, (dann,)))
+    combos.append(("officehome", art_to_clipart, (dann, CONFIG_DIR / "modules" / "none.yaml")))
+    # The tests' own shrinking overlays (tests/configs/) on the demos they shrink.
+    for dataset in ("officehome", "dtd"):
+        tiny = REPO / "tests" / "configs" / f"{dataset}_tiny.yaml"
+        combos.append((dataset, CONFIG_DIR / dataset / "demo.yaml", (tiny,)))
+    return [
+        pytest.param(dataset, base, overlays, id=" + ".join(map(config_id, (base, *overlays))))
+        for dataset, base, overlays in combos
+    ]
+
+
+def overlay_files() -> list[Path]:
+    return sorted(p for p in CONFIG_DIR.glob("*/*.yaml") if p.parent.name not in ENTRY_POINTS)
+
+
+@pytest.mark.parametrize("config", shipped_configs(), ids=config_id)
+def test_config_parses_and_validates(config: Path) -> None:
+    resolved_config = resolved(config.parent.name, config)
     original = yaml.safe_load(config.read_text())
-    assert resolved["model"]["init_args"]["backbone"] == original["model"]["init_args"]["backbone"]
-    assert resolved["data"]["class_path"] == original["data"]["class_path"]
+    assert (
+        resolved_config["model"]["init_args"]["backbone"]
+        == original["model"]["init_args"]["backbone"]
+    )
+    assert resolved_config["data"]["class_path"] == original["data"]["class_path"]
 
 
-def test_officehome_configs_cover_every_module_in_both_protocols() -> None:
-    names = {p.name for p in (CONFIG_DIR / "officehome").glob("*.yaml")}
-    for module in ("none", "se", "srm", "ge", "mssar"):
-        assert f"resnet50_{module}_multi_domain.yaml" in names
-        assert f"resnet50_{module}_leave_out_art.yaml" in names
+@pytest.mark.parametrize(("dataset", "base", "overlays"), compositions())
+def test_overlay_changes_what_it_sets_and_keeps_the_rest(
+    dataset: str, base: Path, overlays: tuple[Path, ...]
+) -> None:
+    composed = resolved(dataset, base, *overlays)
+    expected = resolved(dataset, base)
+    for overlay in overlays:
+        expected = merged(expected, yaml.safe_load(overlay.read_text()))
+    assert composed == expected
 
 
+@pytest.mark.parametrize("module", MODULES)
 @pytest.mark.parametrize(
-    "overlay", sorted((CONFIG_DIR / "trainer").glob("*.yaml")), ids=lambda p: p.name
+    "base",
+    [
+        "officehome/multi_domain.yaml",
+        "officehome/leave_out_art.yaml",
+        "officehome/art_to_clipart.yaml",
+        "dtd/resnet50.yaml",
+        "dtd/resnet56.yaml",
+        "stylized_imagenet/sin.yaml",
+    ],
 )
+def test_every_module_composes_with_every_protocol(base: str, module: str) -> None:
+    composed = resolved(
+        base.split("/")[0], CONFIG_DIR / base, CONFIG_DIR / "modules" / f"{module}.yaml"
+    )
+    assert composed["model"]["init_args"]["recalibration"] == module
+    # the base's recipe survives the overlay
+    original = yaml.safe_load((CONFIG_DIR / base).read_text())
+    assert composed["trainer"]["max_epochs"] == original["trainer"]["max_epochs"]
+    assert (
+        composed["model"]["init_args"]["optimizer"]["init_args"]["lr"]
+        == original["model"]["init_args"]["optimizer"]["init_args"]["lr"]
+    )
+    assert (
+        composed["data"]["init_args"]["batch_size"] == original["data"]["init_args"]["batch_size"]
+    )
+
+
+def test_dann_overlay_turns_the_source_only_baseline_into_dann() -> None:
+    art_to_clipart = CONFIG_DIR / "officehome" / "art_to_clipart.yaml"
+    baseline = resolved("officehome", art_to_clipart)["model"]["init_args"]
+    dann = resolved("officehome", art_to_clipart, CONFIG_DIR / "adaptation" / "dann.yaml")
+    model = dann["model"]["init_args"]
+    assert baseline["adaptation"] is None
+    assert (model["adaptation"], model["discriminator_hidden_features"]) == ("dann", 1024)
+    assert model["backbone_lr_multiplier"] == 0.1
+    assert dann["data"]["init_args"]["target_domains"] == ["Clipart"]
+
+
+@pytest.mark.parametrize("overlay", sorted((CONFIG_DIR / "trainer").glob("*.yaml")), ids=config_id)
 def test_trainer_overlays_compose_with_a_dataset_config(overlay: Path) -> None:
-    output = io.StringIO()
-    base = CONFIG_DIR / "officehome" / "resnet50_srm_multi_domain.yaml"
-    with contextlib.redirect_stdout(output), pytest.raises(SystemExit):
-        officehome_main(["fit", "--config", str(base), "--config", str(overlay), "--print_config"])
-    resolved = yaml.safe_load(output.getvalue())
-    assert resolved["trainer"]["strategy"] == "ddp"
+    base = CONFIG_DIR / "officehome" / "multi_domain.yaml"
+    composed = resolved("officehome", base, overlay)
+    assert composed["trainer"]["strategy"] == "ddp"
     # the dataset config's settings survive the overlay
-    assert resolved["model"]["init_args"]["recalibration"] == "srm"
-    assert resolved["data"]["init_args"]["batch_size"] == 64
+    assert composed["model"]["init_args"]["recalibration"] == "srm"
+    assert composed["data"]["init_args"]["batch_size"] == 64
+
+
+def test_overlays_set_only_what_they_are_named_for() -> None:
+    for module in MODULES:
+        overlay = yaml.safe_load((CONFIG_DIR / "modules" / f"{module}.yaml").read_text())
+        assert overlay == {"model": {"init_args": {"recalibration": module}}}
+    for path in overlay_files():
+        assert yaml.safe_load(path.read_text()).keys() <= {"trainer", "model", "data"}, path
+
+
+def expand_braces(word: str) -> list[str]:
+    """`a/{b,c}.yaml` -> [`a/b.yaml`, `a/c.yaml`] (one brace group, as the README writes)."""
+    head, brace, rest = word.partition("{")
+    if not brace:
+        return [word]
+    choices, _, tail = rest.partition("}")
+    return [f"{head}{choice}{tail}" for choice in choices.split(",")]
+
+
+def test_config_headers_and_readme_name_existing_config_files() -> None:
+    """The commands in every config's header comment and in the README only use config files
+    that exist."""
+    documents = [*shipped_configs(), *overlay_files(), *CONFIG_DIR.glob("slurm/*.sbatch")]
+    documents += [REPO / "README.md", *REPO.glob("experiments/*.py"), *REPO.glob("tests/configs/*")]
+    for path in documents:
+        for word in path.read_text().split():
+            word = word.strip("`'\"(),")
+            pattern = "*" in word or "<" in word  # configs/<dataset>/*.yaml names no file
+            if word.startswith("configs/") and word.endswith((".yaml", ".sbatch")) and not pattern:
+                for name in expand_braces(word):  # configs/modules/{se,srm}.yaml names two
+                    assert (REPO / name).is_file(), (path, name)

@@ -6,33 +6,31 @@ import statistics
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from experiments import dtd_partitions
 from experiments.dtd import main
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "dtd"
+REPO = Path(__file__).resolve().parents[2]
+CONFIG_DIR = REPO / "configs" / "dtd"
 DEMO_CONFIG = str(CONFIG_DIR / "demo.yaml")
-TINY_CLASSES = 6
+TINY_CONFIG = REPO / "tests" / "configs" / "dtd_tiny.yaml"
+TINY_CLASSES = yaml.safe_load(TINY_CONFIG.read_text())["data"]["init_args"]["demo_classes"]
 
 
 def tiny_demo_args(tmp_path: Path, epochs: int) -> list[str]:
-    """The demo config, shrunk: 6 classes of 90 images (60 trained on), 32 px."""
+    """The demo config, shrunk by tests/configs/dtd_tiny.yaml (6 classes of 90 images, 60
+    trained on, 32 px); demo cache and outputs under `tmp_path`, `epochs` epochs."""
     settings = {
-        "data.init_args.demo_classes": TINY_CLASSES,
-        "data.init_args.images_per_class": 90,
-        "data.init_args.demo_image_size": 32,
         "data.init_args.cache_dir": tmp_path.parent / "dtd-demo-cache",
-        "data.init_args.image_size": 32,
-        "data.init_args.resize_size": 32,
-        "data.init_args.batch_size": 16,
-        "data.init_args.num_workers": 0,
         "trainer.max_epochs": epochs,
+        # the demo's cosine schedule spans its max_epochs: it follows the epochs here too
         "model.init_args.lr_scheduler.init_args.T_max": epochs,
-        "trainer.enable_progress_bar": "false",
         "trainer.default_root_dir": tmp_path / "outputs",
     }
-    return [item for key, value in settings.items() for item in (f"--{key}", str(value))]
+    overrides = [item for key, value in settings.items() for item in (f"--{key}", str(value))]
+    return ["--config", str(TINY_CONFIG), *overrides]
 
 
 def test_demo_trains_clearly_above_chance(tmp_path: Path, mlflow_uri: str) -> None:
@@ -51,13 +49,16 @@ def test_partition_runner_nests_children_and_summarizes(tmp_path: Path, mlflow_u
     args = ["--config", DEMO_CONFIG, *tiny_demo_args(tmp_path, epochs=1)]
     summary = dtd_partitions.main([*args, "--partitions", "1", "2"])
     client = MlflowClient(mlflow_uri)
-    parent = dtd_partitions.find_parent(client, "dtd", DEMO_CONFIG)
+    parent = dtd_partitions.find_parent(client, "dtd", [DEMO_CONFIG, str(TINY_CONFIG)])
     children = dtd_partitions.finished_children(client, parent)
     assert sorted(children) == ["partition1", "partition2"]
     accuracies = [run.data.metrics["test/acc_mean"] for run in children.values()]
     assert summary["test/acc_mean"] == pytest.approx(statistics.fmean(accuracies))
     assert summary["test/acc_mean_std"] == pytest.approx(statistics.stdev(accuracies))
     assert parent.info.status == "FINISHED"
+    # named by the stacked config files (base + overlay), tagged with all of them
+    assert parent.data.tags["mlflow.runName"] == "demo+dtd_tiny-partitions"
+    assert parent.data.tags["sweep_config"] == f"{DEMO_CONFIG} {TINY_CONFIG}"
     assert parent.data.metrics["test/acc_mean"] == pytest.approx(summary["test/acc_mean"])
     assert children["partition2"].data.tags["protocol"] == "partition2_trainval"
     assert children["partition2"].data.tags["data"] == "demo"  # the config's own tags are kept
@@ -71,9 +72,40 @@ def test_partition_runner_nests_children_and_summarizes(tmp_path: Path, mlflow_u
     assert len(client.search_runs([parent.info.experiment_id])) == 3
 
 
+def test_logger_settings_are_read_as_the_cli_reads_them(tmp_path: Path) -> None:
+    # the config's own settings, then command-line overrides of them
+    uri, name, tags = dtd_partitions.logger_settings(["--config", DEMO_CONFIG])
+    assert (name, tags) == ("dtd", {"data": "demo"})
+    other_uri = f"sqlite:///{tmp_path / 'other.db'}"
+    overrides = [
+        "--trainer.logger.init_args.experiment_name",
+        "dtd-other",
+        "--trainer.logger.init_args.tracking_uri",
+        other_uri,
+        "--trainer.logger.init_args.tags",
+        '{"data": "mine", "note": "x"}',
+    ]
+    settings = dtd_partitions.logger_settings(["--config", DEMO_CONFIG, *overrides])
+    assert settings == (other_uri, "dtd-other", {"data": "mine", "note": "x"})
+    assert uri != other_uri
+
+
+def test_runner_honours_logger_overrides_on_its_command_line(tmp_path: Path, mlflow_uri) -> None:
+    args = ["--config", DEMO_CONFIG, *tiny_demo_args(tmp_path, epochs=1)]
+    # --gather looks for the sweep in the overridden experiment (trains nothing)
+    with pytest.raises(RuntimeError, match="MLflow experiment 'dtd-renamed'"):
+        dtd_partitions.main(
+            [*args, "--gather", "--trainer.logger.init_args.experiment_name", "dtd-renamed"]
+        )
+
+
 def test_configs_cover_every_module_pretrained_and_from_scratch() -> None:
-    names = {p.name for p in CONFIG_DIR.glob("*.yaml")}
+    pretrained = yaml.safe_load((CONFIG_DIR / "resnet50.yaml").read_text())["model"]["init_args"]
+    scratch = yaml.safe_load((CONFIG_DIR / "resnet56.yaml").read_text())["model"]["init_args"]
+    assert (pretrained["backbone"], pretrained["weights"]) == ("resnet50", "IMAGENET1K_V1")
+    assert (scratch["backbone"], scratch["weights"]) == ("resnet56", None)
+    # every module is one overlay away from both (composition: tests/experiments/test_configs.py)
     for module in ("none", "se", "srm", "ge", "mssar"):
-        assert f"resnet50_{module}.yaml" in names
-        assert f"resnet56_{module}.yaml" in names
-    assert "demo.yaml" in names
+        overlay = yaml.safe_load((REPO / "configs" / "modules" / f"{module}.yaml").read_text())
+        assert overlay == {"model": {"init_args": {"recalibration": module}}}
+    assert (CONFIG_DIR / "demo.yaml").is_file()

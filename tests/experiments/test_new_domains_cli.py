@@ -11,10 +11,10 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from datamodules.demo_data import ensure_officehome_demo
+from datamodules.demo import ensure_officehome_demo
 from experiments.officehome import main
 from lightning_modules.classifier import MultiDomainClassifier
-from tests.datamodules.test_domains import TINY_DEMO, write_image_list
+from tests.datamodules.data.test_extra_domains import TINY_DEMO, write_image_list
 from tests.experiments.test_officehome_cli import tiny_demo_args
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 from pathlib import Path
 
 import pytest
@@ -11,39 +13,47 @@ from mlflow import MlflowClient
 
 from experiments.stylized_imagenet import main
 
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs/stylized_imagenet/demo.yaml"
+REPO = Path(__file__).resolve().parents[2]
+DEMO_CONFIG = REPO / "configs/stylized_imagenet/demo.yaml"
+TINY_CONFIG = REPO / "tests/configs/stylized_imagenet_tiny.yaml"
+CONFIG_DIR = REPO / "configs"
 
 
-def tiny_demo_config(tmp_path: Path, epochs: int = 3) -> str:
-    """The demo config, shrunk: 3 classes, 12 training images per class and domain, 32 px."""
-    config = yaml.safe_load(DEMO_CONFIG.read_text())
+def tiny_demo_args(tmp_path: Path, epochs: int = 3) -> list[str]:
+    """The demo config, shrunk by tests/configs/stylized_imagenet_tiny.yaml (3 classes, 12
+    training images per class and domain, 32 px); caches and outputs under `tmp_path`."""
     cache = str(tmp_path / "demo-cache")
-    config["data"]["init_args"].update(
-        demo_classes=3,
-        images_per_class=12,
-        val_images_per_class=4,
-        demo_image_size=40,
-        cache_dir=cache,
-        image_size=32,
-        resize_size=36,
-        batch_size=12,
-        num_workers=0,
-    )
-    (shape_bias,) = config["trainer"]["callbacks"]
-    shape_bias["init_args"].update(
-        demo_classes=3, demo_images_per_pair=2, demo_image_size=40, cache_dir=cache
-    )
-    config["trainer"].update(
-        max_epochs=epochs, enable_progress_bar=False, default_root_dir=str(tmp_path / "outputs")
-    )
-    config["model"]["init_args"]["lr_scheduler"]["init_args"]["T_max"] = epochs
-    path = tmp_path / "demo.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return str(path)
+    return [
+        "--config",
+        str(DEMO_CONFIG),
+        "--config",
+        str(TINY_CONFIG),
+        "--data.init_args.cache_dir",
+        cache,
+        # the demo's only callback, the shape-bias one, draws its stimuli into the same cache
+        "--trainer.callbacks.init_args.cache_dir",
+        cache,
+        "--trainer.max_epochs",
+        str(epochs),
+        # the demo's cosine schedule spans its max_epochs: it follows the epochs here too
+        "--model.init_args.lr_scheduler.init_args.T_max",
+        str(epochs),
+        "--trainer.default_root_dir",
+        str(tmp_path / "outputs"),
+    ]
+
+
+def resolved(*args: str) -> dict:
+    """`fit --print_config` of these arguments, as a dict."""
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output), pytest.raises(SystemExit) as exit_info:
+        main(["fit", *args, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    return yaml.safe_load(output.getvalue())
 
 
 def test_demo_fit_then_test_logs_both_domains_and_shape_bias(tmp_path, mlflow_uri) -> None:
-    cli = main(["fit", "--config", tiny_demo_config(tmp_path)])
+    cli = main(["fit", *tiny_demo_args(tmp_path)])
     assert list(cli.model.head.heads) == ["stylized"]  # imagenet is evaluated only
     cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)
     cli.trainer.logger.finalize("success")
@@ -70,15 +80,33 @@ def test_demo_fit_then_test_logs_both_domains_and_shape_bias(tmp_path, mlflow_ur
         assert metrics["test/shape_bias"] == pytest.approx(hits.count("shape") / len(hits), 1e-6)
 
 
-def test_configs_cover_every_module_with_the_sin_recipe() -> None:
-    for module in ("none", "se", "srm", "ge", "mssar"):
-        config = yaml.safe_load((DEMO_CONFIG.parent / f"resnet50_{module}_sin.yaml").read_text())
-        assert config["model"]["init_args"]["recalibration"] == module
-        assert config["model"]["init_args"]["optimizer"]["init_args"] == {
-            "lr": 0.1,
-            "momentum": 0.9,
-            "weight_decay": 0.0001,
-        }
-        assert config["model"]["init_args"]["lr_scheduler"]["init_args"]["milestones"] == [30, 60]
-        assert config["trainer"]["max_epochs"] == 90
-        assert config["data"]["init_args"]["batch_size"] == 256
+def test_tiny_overlay_keeps_a_single_shape_bias_callback(tmp_path) -> None:
+    (callback,) = resolved(*tiny_demo_args(tmp_path))["trainer"]["callbacks"]
+    assert callback["class_path"].endswith("ShapeBiasCallback")
+    assert callback["init_args"]["cache_dir"] == str(tmp_path / "demo-cache")
+    assert callback["init_args"]["demo_classes"] == 3
+
+
+@pytest.mark.parametrize("module", ["none", "se", "srm", "ge", "mssar"])
+def test_configs_cover_every_module_with_the_sin_recipe(module) -> None:
+    base = CONFIG_DIR / "stylized_imagenet" / "sin.yaml"
+    recipe = yaml.safe_load(base.read_text())
+    assert recipe["model"]["init_args"]["optimizer"]["init_args"] == {
+        "lr": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 0.0001,
+    }
+    # the module overlay changes the module and keeps the recipe
+    config = resolved(
+        "--config", str(base), "--config", str(CONFIG_DIR / "modules" / f"{module}.yaml")
+    )
+    assert config["model"]["init_args"]["recalibration"] == module
+    optimizer = config["model"]["init_args"]["optimizer"]["init_args"]
+    assert {key: optimizer[key] for key in ("lr", "momentum", "weight_decay")} == {
+        "lr": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 0.0001,
+    }
+    assert config["model"]["init_args"]["lr_scheduler"]["init_args"]["milestones"] == [30, 60]
+    assert config["trainer"]["max_epochs"] == 90
+    assert config["data"]["init_args"]["batch_size"] == 256
