@@ -24,12 +24,9 @@ from lightning_modules.models.blocks import (
     RecalibratedBottleneck,
     ZeroPaddingShortcut,
 )
+from lightning_modules.models.densenet import DENSENET_BUILDERS, DenseNetBackbone
 from lightning_modules.models.pretrained import read_state_dict
-from lightning_modules.models.recalibration import (
-    RecalibrationModule,
-    create_recalibration,
-    recalibration_class,
-)
+from lightning_modules.models.recalibrated import RecalibratedBackbone, is_recalibration_key
 
 
 @dataclass(frozen=True)
@@ -39,16 +36,12 @@ class LoadReport:
     Attributes:
         missing_keys: Backbone keys absent from the file (the recalibration modules' own).
         unexpected_keys: File keys the backbone has no place for (always empty after a
-            successful load; the torchvision classifier `fc.*` is dropped before comparing).
+            successful load; torchvision's classifier, `fc.*` (ResNets) or `classifier.*`
+            (DenseNets), is dropped before comparing).
     """
 
     missing_keys: list[str]
     unexpected_keys: list[str]
-
-
-def is_recalibration_key(key: str) -> bool:
-    """Whether a state-dict key belongs to a recalibration module (`...recalibration.*`)."""
-    return f".{RECALIBRATION_ATTRIBUTE}." in f".{key}"
 
 
 def halved_size(size: int) -> int:
@@ -56,7 +49,7 @@ def halved_size(size: int) -> int:
     return (size - 1) // 2 + 1
 
 
-class ResNetBackbone(nn.Module):
+class ResNetBackbone(RecalibratedBackbone):
     """A ResNet without its classifier: image (B, 3, S, S) -> pooled features (B, feature_dim).
 
     Attributes:
@@ -91,20 +84,14 @@ class ResNetBackbone(nn.Module):
             image_size: Input resolution; global-extent GE-theta sizes its kernels from it.
             recalibration_kwargs: Extra constructor arguments of the module.
         """
-        super().__init__()
+        super().__init__(recalibration, image_size, recalibration_kwargs)
         planes_by_layout = {"imagenet": (64, 128, 256, 512), "cifar": (16, 32, 64)}
         if layout not in planes_by_layout:
             raise ValueError(f"layout must be 'imagenet' or 'cifar', got {layout!r}.")
-        if image_size < 1:
-            raise ValueError(f"image_size must be a positive number of pixels, got {image_size}.")
         stage_planes = planes_by_layout[layout]
         if len(layers) != len(stage_planes):
             raise ValueError(f"A {layout} ResNet has {len(stage_planes)} stages, got {layers}.")
         self.layout = layout
-        self.image_size = image_size
-        self.recalibration_name = "none" if recalibration is None else recalibration
-        self.recalibration_kwargs = dict(recalibration_kwargs or {})
-        self.weights_report: LoadReport | None = None
         self.inplanes = stage_planes[0]
 
         if layout == "imagenet":
@@ -128,10 +115,7 @@ class ResNetBackbone(nn.Module):
             setattr(self, name, self._make_layer(block, planes, num_blocks, stride, feature_size))
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.feature_dim = self.inplanes
-        self.tied_to_image_size = any(
-            module.fixed_feature_size is not None
-            for module in self.recalibration_modules().values()
-        )
+        self.finish_building()
         self._initialise_base_layers()
 
     def _make_layer(
@@ -158,7 +142,7 @@ class ResNetBackbone(nn.Module):
                 planes,
                 stride,
                 downsample,
-                self._create_recalibration(out_channels, feature_size),
+                self.create_recalibration_module(out_channels, feature_size),
             )
         ]
         self.inplanes = out_channels
@@ -167,16 +151,10 @@ class ResNetBackbone(nn.Module):
                 block(
                     self.inplanes,
                     planes,
-                    recalibration=self._create_recalibration(out_channels, feature_size),
+                    recalibration=self.create_recalibration_module(out_channels, feature_size),
                 )
             )
         return nn.Sequential(*blocks)
-
-    def _create_recalibration(self, channels: int, feature_size: int) -> RecalibrationModule:
-        kwargs = dict(self.recalibration_kwargs)
-        if recalibration_class(self.recalibration_name).uses_feature_size:
-            kwargs.setdefault("feature_size", (feature_size, feature_size))
-        return create_recalibration(self.recalibration_name, channels, **kwargs)
 
     def _initialise_base_layers(self) -> None:
         # The recipe's He normal (fan-out) for convolutions, gamma = 1 and beta = 0 for batch
@@ -193,14 +171,7 @@ class ResNetBackbone(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Map images (B, 3, S, S) to pooled features (B, feature_dim)."""
-        if self.tied_to_image_size and tuple(x.shape[-2:]) != (self.image_size, self.image_size):
-            raise ValueError(
-                f"This backbone's {self.recalibration_name!r} modules (global-extent GE-theta) "
-                f"were built for {self.image_size}x{self.image_size} inputs but got "
-                f"{x.shape[-2]}x{x.shape[-1]}. Rebuild it with "
-                f"create_backbone(..., image_size={x.shape[-1]}) (square inputs), or use a "
-                "limited extent: recalibration_kwargs={'extent': 8}."
-            )
+        self.check_input_size(x)
         x = self.conv1(x)
         x = self.bn1(x)
         x = self.relu(x)
@@ -212,34 +183,15 @@ class ResNetBackbone(nn.Module):
         x = self.avgpool(x)
         return torch.flatten(x, 1)
 
-    def recalibration_modules(self) -> dict[str, RecalibrationModule]:
-        """The recalibration module of every block, by its qualified name."""
-        return {
-            name: module
-            for name, module in self.named_modules()
-            if name.rsplit(".", 1)[-1] == RECALIBRATION_ATTRIBUTE
-        }
 
-    def no_weight_decay(self) -> set[str]:
-        """Full parameter names (as in `named_parameters()`) the recipe keeps out of weight decay.
+# Every registered backbone offers ResNetBackbone's interface (feature_dim, forward to pooled
+# features, recalibration_modules, no_weight_decay, weights_report, ...).
+Backbone = ResNetBackbone | DenseNetBackbone
 
-        For SRM: every block's CFC weights and SRM batch-norm gamma/beta. The other modules'
-        papers decay all parameters, so they contribute nothing; base layers never do.
-        """
-        names: set[str] = set()
-        for module_name, module in self.recalibration_modules().items():
-            names |= {f"{module_name}.{name}" for name in module.no_weight_decay()}
-        return names
-
-    def recalibration_parameter_names(self) -> set[str]:
-        """Full names of every parameter that belongs to a recalibration module."""
-        return {name for name, _ in self.named_parameters() if is_recalibration_key(name)}
+BACKBONES: dict[str, Callable[..., Backbone]] = {}
 
 
-BACKBONES: dict[str, Callable[..., ResNetBackbone]] = {}
-
-
-def register_backbone(builder: Callable[..., ResNetBackbone]) -> Callable[..., ResNetBackbone]:
+def register_backbone(builder: Callable[..., Backbone]) -> Callable[..., Backbone]:
     """Register a variant under its function name."""
     BACKBONES[builder.__name__] = builder
     return builder
@@ -293,17 +245,23 @@ def resnet110(**kwargs) -> ResNetBackbone:
     return ResNetBackbone(RecalibratedBasicBlock, (18, 18, 18), "cifar", **kwargs)
 
 
+# DenseNet-121/169 and CIFAR DenseNet-BC-100 (lightning_modules/models/densenet.py).
+for _builder in DENSENET_BUILDERS:
+    register_backbone(_builder)
+
+
 def create_backbone(
     name: str,
     recalibration: str | None = "none",
     weights: str | None = None,
     image_size: int = 224,
     recalibration_kwargs: dict | None = None,
-) -> ResNetBackbone:
+) -> Backbone:
     """Build a registered backbone, optionally loading pretrained weights.
 
     Args:
-        name: A key of `BACKBONES` ("resnet18", ..., "resnet110").
+        name: A key of `BACKBONES` ("resnet18", ..., "resnet110", "densenet121",
+            "densenet169", "densenet_bc_100").
         recalibration: Module in every block: "none", "se", "srm", "ge_minus", "ge",
             "ge_plus" or "mssar".
         weights: None for random initialisation; a torchvision weights name ("IMAGENET1K_V1",
@@ -333,13 +291,13 @@ def create_backbone(
 
 
 def load_backbone_weights(
-    backbone: ResNetBackbone, state_dict: Mapping[str, Tensor], source: str = "state dict"
+    backbone: Backbone, state_dict: Mapping[str, Tensor], source: str = "state dict"
 ) -> LoadReport:
     """Load weights non-strictly after checking that they fit the architecture.
 
-    The torchvision classifier (`fc.*`) is dropped: heads live elsewhere. The only keys allowed
-    to be missing are the recalibration modules' own (and batch-norm `num_batches_tracked`
-    counters, which old checkpoints lack and which start at 0).
+    The torchvision classifier (`fc.*`, or a DenseNet's `classifier.*`) is dropped: heads live
+    elsewhere. The only keys allowed to be missing are the recalibration modules' own (and
+    batch-norm `num_batches_tracked` counters, which old checkpoints lack and which start at 0).
 
     Args:
         backbone: The backbone to load into; it is left untouched if the weights do not fit.
@@ -353,7 +311,11 @@ def load_backbone_weights(
         ValueError: Naming the keys that do not fit (missing base-layer keys, unexpected keys
             or shape mismatches).
     """
-    state_dict = {key: value for key, value in state_dict.items() if not key.startswith("fc.")}
+    state_dict = {
+        key: value
+        for key, value in state_dict.items()
+        if not key.startswith(("fc.", "classifier."))
+    }
     expected = backbone.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -378,7 +340,8 @@ def load_backbone_weights(
     ]
     if problems:
         raise ValueError(
-            f"Weights from {source} do not fit this {backbone.layout} ResNet "
+            f"Weights from {source} do not fit this {backbone.layout} "
+            f"{type(backbone).__name__.removesuffix('Backbone')} "
             f"({len(backbone.stage_names)} stages, {backbone.feature_dim}-d features); check "
             "that the file belongs to the chosen backbone. " + "; ".join(problems)
         )

@@ -1,11 +1,14 @@
-"""Reading pretrained ResNet weights: a local state-dict file, or torchvision's cache.
+"""Reading pretrained ResNet and DenseNet weights: a local state-dict file, or torchvision's cache.
 
-Nothing is ever downloaded (the project machines cannot): a torchvision weights name that is not
-in the cache is an error naming the file to copy there.
+A torchvision weights name resolves to the file torchvision itself would cache, named after the
+weights enum's `url` (e.g. `resnet18-f37072fd.pth`, `densenet121-a639ec97.pth`). Nothing is
+ever downloaded (the project machines cannot): a torchvision weights name that is not in the
+cache is an error naming the file to copy there.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlparse
@@ -15,6 +18,25 @@ import torchvision
 from torch import Tensor
 
 LOCAL_WEIGHTS_SUFFIXES = (".pth", ".pt")
+
+# torchvision's DenseNet checkpoints predate the ban on "." in module names: their dense layers
+# store `norm.1`, `relu.1`, `conv.1`, `norm.2`, `relu.2`, `conv.2` where the modules are now
+# `norm1` ... `conv2`. torchvision renames them with this regex when it loads them
+# (`torchvision.models.densenet._load_state_dict`, which has no public equivalent), so it is
+# repeated here for the cached files and for local copies of them.
+LEGACY_DENSE_LAYER_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
+    r"((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
+
+
+def rename_legacy_densenet_keys(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """`...denselayer1.norm.1.weight` -> `...denselayer1.norm1.weight`; other keys unchanged."""
+    renamed = {}
+    for key, value in state_dict.items():
+        match = LEGACY_DENSE_LAYER_KEY.match(key)
+        renamed[match.group(1) + match.group(2) if match else key] = value
+    return renamed
 
 
 def read_state_dict(weights: str | Path, architecture: str) -> tuple[dict[str, Tensor], str]:
@@ -26,8 +48,16 @@ def read_state_dict(weights: str | Path, architecture: str) -> tuple[dict[str, T
         architecture: Registered backbone name, used to look up torchvision's weights.
 
     Returns:
-        The state dict and a description of where it came from, for error messages.
+        The state dict (DenseNet keys in today's names) and a description of where it came
+        from, for error messages.
     """
+    state_dict, source = _read_state_dict(weights, architecture)
+    if architecture.startswith("densenet"):
+        state_dict = rename_legacy_densenet_keys(state_dict)
+    return state_dict, source
+
+
+def _read_state_dict(weights: str | Path, architecture: str) -> tuple[dict[str, Tensor], str]:
     path = Path(weights).expanduser()
     if path.suffix in LOCAL_WEIGHTS_SUFFIXES or path.is_file():
         if not path.is_file():

@@ -234,7 +234,12 @@ def test_global_gather_excite_names_both_sizes_and_the_fix() -> None:
 
 
 def test_unknown_names_list_the_valid_choices() -> None:
-    assert list(BACKBONES) == IMAGENET_STYLE + CIFAR_STYLE
+    # The DenseNets follow the ResNets (tests/lightning_modules/models/test_densenet.py).
+    assert list(BACKBONES) == IMAGENET_STYLE + CIFAR_STYLE + [
+        "densenet121",
+        "densenet169",
+        "densenet_bc_100",
+    ]
     with pytest.raises(ValueError, match=r"'resnet152'.*resnet18, resnet34, .*resnet110"):
         create_backbone("resnet152")
     with pytest.raises(ValueError, match=r"'cbam'.*srm"):
