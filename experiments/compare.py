@@ -5,10 +5,12 @@
 
 Prints a table and writes `<output-dir>/<experiment>_comparison.{md,csv,png}`. Each run counts
 with its test accuracy (`test/acc/<domain>`) when it has one, else its validation accuracy;
-runs are grouped by their `protocol`, `backbone` and `module` tags, so the seeds of one setting
-give the mean and std. Only finished `fit` runs count by default (a `validate`/`test` run
-re-evaluates a checkpoint that a fit run already reports). `--log-report` logs the files as a
-run tagged `report=true` in the same experiment; comparisons skip such runs.
+runs are grouped by their `protocol`, `backbone`, `module` and `module_options` tags, so the
+seeds of one setting give the mean and std, and each module variant (an ablation) is a row of
+its own, labelled `<module>[<options>]` (e.g. `srm[pooling=avg]`). Only finished `fit` runs
+count by default (a `validate`/`test` run re-evaluates a checkpoint that a fit run already
+reports). `--log-report` logs the files as a run tagged `report=true` in the same experiment;
+comparisons skip such runs.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from lightning_modules.tracking import default_tracking_uri
 
 REPORT_TAG = "report"
 GROUP_TAGS = ("protocol", "backbone", "module")
+# A module variant's options (`key=value,...`), empty for the defaults; runs logged before the
+# tag existed ran the defaults.
+OPTIONS_TAG = "module_options"
 # Columns after the domains: (label, metric name after `<stage>/`).
 SUMMARY_COLUMNS = (
     ("mean", "acc_mean"),
@@ -40,17 +45,26 @@ SUMMARY_COLUMNS = (
 
 @dataclass
 class Group:
-    """The runs of one protocol x backbone x module setting; values per column, one per run."""
+    """The runs of one protocol x backbone x module x options setting; values per column, one
+    per run."""
 
     key: tuple[str, ...]
+    #: The module's `module_options` tag ('' for its defaults).
+    options: str = ""
     values: dict[str, list[float]] = field(default_factory=dict)
     parameters: set[int] = field(default_factory=set)
     stages: set[str] = field(default_factory=set)
     run_ids: list[str] = field(default_factory=list)
 
     @property
+    def module_label(self) -> str:
+        """`srm`, or `srm[pooling=avg]` for a variant."""
+        module = self.key[2]
+        return f"{module}[{self.options}]" if self.options else module
+
+    @property
     def label(self) -> str:
-        return f"{self.key[1]} {self.key[2]}"
+        return f"{self.key[1]} {self.module_label}"
 
     def mean(self, column: str) -> float:
         values = [v for v in self.values.get(column, []) if not math.isnan(v)]
@@ -100,7 +114,7 @@ def evaluation_stage(metrics: dict[str, float]) -> str | None:
 
 def group_runs(runs: list[Run]) -> tuple[list[str], list[Group]]:
     """Domains (sanitised metric names, sorted) and the groups, sorted by their key."""
-    groups: dict[tuple[str, ...], Group] = {}
+    groups: dict[tuple[tuple[str, ...], str], Group] = {}
     domains: set[str] = set()
     for run in runs:
         metrics = run.data.metrics
@@ -108,7 +122,8 @@ def group_runs(runs: list[Run]) -> tuple[list[str], list[Group]]:
         if stage is None:
             continue
         key = tuple(run.data.tags.get(tag, "?") for tag in GROUP_TAGS)
-        group = groups.setdefault(key, Group(key))
+        options = run.data.tags.get(OPTIONS_TAG, "")
+        group = groups.setdefault((key, options), Group(key, options))
         group.run_ids.append(run.info.run_id)
         group.stages.add(stage)
         prefix = f"{stage}/acc/"
@@ -138,7 +153,7 @@ def table_rows(domains: list[str], groups: list[Group]) -> tuple[list[str], list
     header += ["parameters", "runs", "evaluated on"]
     rows = []
     for group in groups:
-        cells = list(group.key)
+        cells = [group.key[0], group.key[1], group.module_label]
         for column in [*domains, *(metric for _, metric in summary)]:
             mean, std = group.mean(column), group.std(column)
             if math.isnan(mean):
@@ -175,6 +190,7 @@ def write_csv(path: Path, domains: list[str], groups: list[Group]) -> None:
         writer.writerow(
             [
                 *GROUP_TAGS,
+                OPTIONS_TAG,
                 *(f"{c}_{s}" for c in columns for s in ("mean", "std")),
                 *("num_parameters", "runs", "evaluated_on", "run_ids"),
             ]
@@ -189,6 +205,7 @@ def write_csv(path: Path, domains: list[str], groups: list[Group]) -> None:
             writer.writerow(
                 [
                     *group.key,
+                    group.options,
                     *numbers,
                     *(parameters, len(group.run_ids), "+".join(sorted(group.stages))),
                     " ".join(group.run_ids),
@@ -201,14 +218,14 @@ def comparison_chart(domains: list[str], groups: list[Group], title: str):
     columns = [*domains, "acc_mean"]
     multiple_protocols = len({group.key[0] for group in groups}) > 1
     labels = {
-        group.key: (f"{group.key[0]}: " if multiple_protocols else "")
+        id(group): (f"{group.key[0]}: " if multiple_protocols else "")
         + f"{group.label} (n={len(group.run_ids)})"
         for group in groups
     }
     figure = accuracy_bar_chart(
         [*domains, "mean"],
-        {labels[g.key]: [g.mean(c) for c in columns] for g in groups},
-        errors={labels[g.key]: [g.std(c) for c in columns] for g in groups},
+        {labels[id(g)]: [g.mean(c) for c in columns] for g in groups},
+        errors={labels[id(g)]: [g.std(c) for c in columns] for g in groups},
         title=title,
     )
     # The mean is a summary, not one more domain: set it apart.

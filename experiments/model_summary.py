@@ -1,21 +1,33 @@
 """Parameters and multiply-accumulates of a recalibrated backbone, against the plain one.
 
     python -m experiments.model_summary --backbone resnet50 --recalibration srm [--image-size 224]
+        [--option pooling=avg --option gate_init=0.1]
 
 Both counts include a 1000-class linear classifier, so parameter counts compare directly with
-the published ImageNet figures (ResNet-50: 25,557,032; SRM-ResNet-50: 25,617,448).
+the published ImageNet figures (ResNet-50: 25,557,032; SRM-ResNet-50: 25,617,448). `--option`
+sets the module's options (`recalibration_kwargs`), one `key=value` each (values in YAML).
+
+Stride placement: torchvision's Bottleneck, which the backbones here follow, strides its 3x3
+convolution ("ResNet v1.5"); the ResNet paper's network strides the first 1x1 convolution
+("v1"), which leaves the parameters unchanged but costs fewer MACs (the 3x3 then runs on the
+subsampled map). The papers' MAC figures are of v1 (ResNet-50: 3.86 G, quoted as 3.8 x 10^9
+FLOPs; torchvision's v1.5: 4.09 G), so for bottleneck backbones both are printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
+import yaml
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from torchvision.models.resnet import Bottleneck
 
 from lightning_modules.models.backbones import BACKBONES, create_backbone
 from lightning_modules.models.recalibration import RECALIBRATION_MODULES
@@ -27,6 +39,11 @@ MAC_CONVENTION = (
     "product (the gate x * g, SRM's CFC) and 1 per summed element of every mean and average "
     "pooling (2 for a mean-and-variance). Not counted: batch norm, activations, sigmoid, "
     "additions, resizing."
+)
+STRIDE_CONVENTION = (
+    "v1.5: stride in each bottleneck's 3x3 convolution (torchvision's, the network built here); "
+    "v1: stride in its first 1x1 convolution (the ResNet, SE and SRM papers' network), counted "
+    "on a copy with the strides moved; same parameters."
 )
 
 
@@ -86,18 +103,60 @@ def count_macs(model: nn.Module, image_size: int) -> int:
     return counter.get_total_flops() // 2
 
 
-def build_classifier(backbone: str, recalibration: str, image_size: int) -> nn.Sequential:
+def with_stride_in_first_conv(model: nn.Module) -> nn.Module | None:
+    """A copy of `model` with every strided Bottleneck's stride moved from conv2 to conv1 ("v1").
+
+    A 1x1 convolution with stride s and a padded 3x3 one with stride s give maps of the same
+    size, so the copy computes on the same shapes after each block.
+
+    Returns:
+        The copy, or None when no Bottleneck strides its 3x3 convolution (nothing to move).
+    """
+    if not any(isinstance(m, Bottleneck) and m.conv2.stride != (1, 1) for m in model.modules()):
+        return None
+    v1 = copy.deepcopy(model)
+    for module in v1.modules():
+        if isinstance(module, Bottleneck) and module.conv2.stride != (1, 1):
+            module.conv1.stride, module.conv2.stride = module.conv2.stride, (1, 1)
+    return v1
+
+
+def build_classifier(
+    backbone: str,
+    recalibration: str,
+    image_size: int,
+    options: Mapping[str, Any] | None = None,
+) -> nn.Sequential:
     """The backbone followed by a 1000-class linear classifier, randomly initialised.
 
     SRM is built with its reference formula rather than the fused kernel: the count is of the
     arithmetic the module defines, and the fused autograd function hides its ops from the
     counter.
+
+    Args:
+        backbone: A registered backbone name.
+        recalibration: A registered module name.
+        image_size: Input resolution.
+        options: The module's options (`recalibration_kwargs`).
     """
-    kwargs = {"fused": False} if recalibration == "srm" else None
+    kwargs = dict(options or {})
+    if recalibration == "srm":
+        kwargs["fused"] = False
     features = create_backbone(
-        backbone, recalibration, image_size=image_size, recalibration_kwargs=kwargs
+        backbone, recalibration, image_size=image_size, recalibration_kwargs=kwargs or None
     )
     return nn.Sequential(features, nn.Linear(features.feature_dim, NUM_CLASSES))
+
+
+def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """["pooling=avg", "scales=[1, 2]"] -> {"pooling": "avg", "scales": [1, 2]} (YAML values)."""
+    options = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator or not key.strip():
+            raise SystemExit(f"--option {pair!r}: expected key=value, e.g. --option pooling=avg")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
 
 
 def format_overhead(value: int, baseline: int) -> str:
@@ -115,13 +174,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--image-size", type=int, default=224, help="input resolution in pixels (default: 224)"
     )
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a module option (recalibration_kwargs), e.g. pooling=avg (repeatable)",
+    )
     args = parser.parse_args(argv)
+    options = parse_options(args.option)
 
     counts = {}
     for recalibration in dict.fromkeys([args.recalibration, "none"]):
-        model = build_classifier(args.backbone, recalibration, args.image_size)
-        counts[recalibration] = (count_parameters(model), count_macs(model, args.image_size))
-    (parameters, macs), (plain_parameters, plain_macs) = counts[args.recalibration], counts["none"]
+        model = build_classifier(
+            args.backbone,
+            recalibration,
+            args.image_size,
+            options if recalibration == args.recalibration else None,
+        )
+        v1 = with_stride_in_first_conv(model)
+        counts[recalibration] = (
+            count_parameters(model),
+            count_macs(model, args.image_size),
+            None if v1 is None else count_macs(v1, args.image_size),
+        )
+    parameters, macs, v1_macs = counts[args.recalibration]
+    plain_parameters, plain_macs, plain_v1_macs = counts["none"]
 
     rows = [
         ("", args.recalibration, "none", "overhead"),
@@ -133,15 +211,29 @@ def main(argv: Sequence[str] | None = None) -> None:
         ),
         ("MACs", f"{macs:,}", f"{plain_macs:,}", format_overhead(macs, plain_macs)),
     ]
+    if v1_macs is not None:
+        rows[-1] = ("MACs (v1.5)", *rows[-1][1:])
+        rows.append(
+            (
+                "MACs (v1)",
+                f"{v1_macs:,}",
+                f"{plain_v1_macs:,}",
+                format_overhead(v1_macs, plain_v1_macs),
+            )
+        )
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    module = args.recalibration
+    described = ", ".join(f"{key}={value!r}" for key, value in options.items())
     print(
-        f"{args.backbone} + {args.recalibration}, {args.image_size}x{args.image_size} input, "
-        f"{NUM_CLASSES}-class linear classifier"
+        f"{args.backbone} + {module}{f' ({described})' if described else ''}, "
+        f"{args.image_size}x{args.image_size} input, {NUM_CLASSES}-class linear classifier"
     )
     for label, *values in rows:
         cells = [value.rjust(width) for value, width in zip(values, widths[1:], strict=True)]
         print(f"  {label.ljust(widths[0])}  " + "  ".join(cells))
     print(textwrap.fill(MAC_CONVENTION, width=100))
+    if v1_macs is not None:
+        print(textwrap.fill(STRIDE_CONVENTION, width=100))
 
 
 if __name__ == "__main__":

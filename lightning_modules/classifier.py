@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -26,6 +27,7 @@ from lightning_modules.models.adaptation import (
 )
 from lightning_modules.models.backbones import create_backbone
 from lightning_modules.models.heads import MultiDomainHead
+from lightning_modules.models.recalibration import format_module_options
 from lightning_modules.style_robustness import STYLE_SHIFTED_DATALOADER, StyleRobustness
 
 
@@ -51,6 +53,7 @@ class MultiDomainClassifier(pl.LightningModule):
         self,
         backbone: str = "resnet50",
         recalibration: str = "srm",
+        recalibration_kwargs: dict[str, Any] | None = None,
         weights: str | None = None,
         num_classes: int = 65,
         domain_names: list[str] | None = None,
@@ -75,6 +78,11 @@ class MultiDomainClassifier(pl.LightningModule):
         backbone: registered backbone name (resnet18/34/50/101, CIFAR-style resnet20/32/56/110).
         recalibration: module in every residual block: none, se, srm, ge_minus, ge, ge_plus,
             mssar.
+        recalibration_kwargs: the module's options, passed to its constructor in every block,
+            e.g. `{fused: false}` (SRM's reference formula), `{pooling: avg}`,
+            `{reduction: 8}` (SE), `{extent: 8}` (Gather-Excite), `{scales: [1, 2]}` (MS-SAR),
+            `{gate_init: 0.1}`. A key the module lacks fails when the model is built, with the
+            module's valid options.
         weights: torchvision weights name (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT) from
             torchvision's cache, a local state-dict file, or null for random initialisation.
         num_classes: classes shared by all domains (linked from the DataModule by the CLI).
@@ -118,8 +126,14 @@ class MultiDomainClassifier(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.backbone = create_backbone(
-            backbone, recalibration=recalibration, weights=weights, image_size=image_size
+            backbone,
+            recalibration=recalibration,
+            weights=weights,
+            image_size=image_size,
+            recalibration_kwargs=recalibration_kwargs,
         )
+        #: The options that make this a module variant, `key=value,...` ('' for the defaults).
+        self.module_options = format_module_options(recalibration, recalibration_kwargs)
         self.head = MultiDomainHead(
             self.backbone.feature_dim,
             num_classes,

@@ -186,9 +186,16 @@ class StylebenchCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
     def run_name(self) -> str:
-        """`<backbone>-<module>-<protocol>`, and `-<subcommand>` except for `fit`."""
+        """`<backbone>-<module>-<protocol>`, and `-<subcommand>` except for `fit`.
+
+        A module variant (non-default `recalibration_kwargs`) is named `<module>[<options>]`,
+        e.g. `resnet50-srm[pooling=avg]-multi_domain`.
+        """
         hparams = self.model.hparams
-        name = f"{hparams.backbone}-{hparams.recalibration}-{self.datamodule.protocol}"
+        module = hparams.recalibration
+        if self.model.module_options:
+            module = f"{module}[{self.model.module_options}]"
+        name = f"{hparams.backbone}-{module}-{self.datamodule.protocol}"
         return name if self.subcommand in (None, "fit") else f"{name}-{self.subcommand}"
 
     def _named_loggers(self, configured: Any, placeholders: Any) -> Any:
@@ -271,6 +278,8 @@ class StylebenchCLI(LightningCLI):
                     "protocol": data.protocol,
                     "backbone": model.hparams.backbone,
                     "module": model.hparams.recalibration,
+                    # The variant's options, sorted `key=value` ('' for the defaults).
+                    "module_options": model.module_options,
                     "weights": model.hparams.weights or "scratch",
                     "seed": self.config[self.subcommand].get("seed_everything"),
                     "stage": self.subcommand,

@@ -131,3 +131,38 @@ def test_tag_and_filter_options_narrow_the_runs(experiment: MlflowClient, tmp_pa
 def test_unknown_experiment_names_the_store_and_the_fix(experiment: MlflowClient) -> None:
     with pytest.raises(SystemExit, match=r"no experiment 'cifar'.*--tracking-uri"):
         compare.search_runs(experiment, "cifar")
+
+
+def test_runs_differing_only_in_module_options_are_separate_rows(
+    experiment: MlflowClient, tmp_path: Path
+) -> None:
+    """An ablation's variants (tag `module_options`) get a row each, labelled `srm[...]`; runs
+    with the defaults (an empty tag, or none from before the tag existed) share one row."""
+    experiment_id = experiment.create_experiment("ablation")
+    log_run(experiment, experiment_id, "srm", 0, (0.8,) * 4, tags={"module_options": ""})
+    log_run(experiment, experiment_id, "srm", 1, (0.6,) * 4)  # no tag: an older run
+    for seed in (0, 1):
+        log_run(
+            experiment,
+            experiment_id,
+            "srm",
+            seed,
+            (0.5,) * 4,
+            tags={"module_options": "pooling=avg"},
+        )
+    _, groups = compare.group_runs(compare.search_runs(experiment, "ablation"))
+    assert [(g.options, len(g.run_ids), g.mean("Art")) for g in groups] == [
+        ("", 2, pytest.approx(0.7)),
+        ("pooling=avg", 2, pytest.approx(0.5)),
+    ]
+    assert [g.label for g in groups] == ["resnet20 srm", "resnet20 srm[pooling=avg]"]
+    paths = compare.main([*store_args(experiment, tmp_path), "--experiment", "ablation"])
+    table = paths["md"].read_text()
+    assert "| multi_domain | resnet20 | srm | 70.0 ± 14.1 |" in table
+    assert "| multi_domain | resnet20 | srm[pooling=avg] | 50.0 ± 0.0 |" in table
+    with paths["csv"].open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert [(row["module"], row["module_options"]) for row in rows] == [
+        ("srm", ""),
+        ("srm", "pooling=avg"),
+    ]

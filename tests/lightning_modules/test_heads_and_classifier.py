@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from lightning_modules.classifier import MultiDomainClassifier
+from lightning_modules.cli import StylebenchCLI
 from lightning_modules.metrics import (
     DomainAccuracy,
     metric_safe_name,
@@ -116,3 +119,41 @@ def test_the_private_batchnorm_base_the_classifier_averages_still_exists() -> No
     base = torch.nn.modules.batchnorm._BatchNorm
     for layer in (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.SyncBatchNorm):
         assert issubclass(layer, base)
+
+
+def test_recalibration_kwargs_reach_every_module_and_name_the_variant() -> None:
+    model = build_model(recalibration_kwargs={"pooling": "avg", "fused": False, "gate_init": 0.1})
+    modules = model.backbone.recalibration_modules().values()
+    assert len(modules) == 9
+    assert all((m.pooling, m.fused) == ("avg", False) for m in modules)
+    assert all(torch.equal(m.bn.weight, torch.full_like(m.bn.weight, 0.1)) for m in modules)
+    # `fused` changes how, not what, SRM computes: not part of the variant.
+    assert model.module_options == "gate_init=0.1,pooling=avg"
+    assert model.hparams.recalibration_kwargs == {
+        "pooling": "avg",
+        "fused": False,
+        "gate_init": 0.1,
+    }
+    assert build_model().module_options == ""
+
+
+def test_a_wrong_module_option_fails_when_the_model_is_built() -> None:
+    with pytest.raises(
+        ValueError, match=r"'se' \(SqueezeExcite\) has no option 'ratio'.*reduction=16"
+    ):
+        build_model(recalibration="se", recalibration_kwargs={"ratio": 8})
+
+
+def test_run_name_carries_the_module_variant() -> None:
+    """`<backbone>-<module>[<options>]-<protocol>`; the defaults keep the plain name."""
+
+    def run_name(model: MultiDomainClassifier, subcommand: str = "fit") -> str:
+        cli = SimpleNamespace(
+            model=model, datamodule=SimpleNamespace(protocol="multi_domain"), subcommand=subcommand
+        )
+        return StylebenchCLI.run_name(cli)
+
+    assert run_name(build_model()) == "resnet20-srm-multi_domain"
+    variant = build_model(recalibration="se", recalibration_kwargs={"reduction": 4})
+    assert run_name(variant) == "resnet20-se[reduction=4]-multi_domain"
+    assert run_name(variant, "test") == "resnet20-se[reduction=4]-multi_domain-test"

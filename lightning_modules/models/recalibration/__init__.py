@@ -2,10 +2,17 @@
 
 Every module subclasses `RecalibrationModule` (base.py: `channels` first, `x -> x * gate`, the
 optional hooks a backbone calls). Adding a module is one file here plus one line in
-`RECALIBRATION_MODULES`, the only place the names are listed.
+`RECALIBRATION_MODULES`, the only place the names are listed. A module's options are its
+constructor's keyword arguments (`recalibration_kwargs` in the configs); `create_recalibration`
+checks them against the constructor's signature and names the valid ones.
 """
 
 from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Mapping
+from typing import Any
 
 from lightning_modules.models.recalibration.base import NoRecalibration, RecalibrationModule
 from lightning_modules.models.recalibration.gather_excite import (
@@ -76,7 +83,99 @@ def create_recalibration(name: str | None, channels: int, **kwargs) -> Recalibra
         ValueError: If `name` is not registered, or keyword arguments are given for `"none"`.
         TypeError: If the registered class does not subclass `RecalibrationModule`.
     """
-    return recalibration_class(name)(channels, **kwargs)
+    module_class = recalibration_class(name)
+    check_module_options(module_class, kwargs, name)
+    return module_class(channels, **kwargs)
+
+
+def module_option_defaults(module_class: type[RecalibrationModule]) -> dict[str, Any]:
+    """The constructor's options after `channels`, with their defaults, in signature order.
+
+    Args:
+        module_class: A `RecalibrationModule` subclass.
+
+    Returns:
+        `{option: default}`; an option without a default maps to `inspect.Parameter.empty`.
+    """
+    parameters = list(inspect.signature(module_class.__init__).parameters.values())[2:]
+    return {
+        p.name: p.default
+        for p in parameters
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+
+
+def check_module_options(
+    module_class: type[RecalibrationModule], options: Mapping[str, Any], name: str | None = None
+) -> None:
+    """Fail, naming the module and its valid options, on an option its constructor lacks.
+
+    The valid options are read from the constructor's signature, so they cannot drift from the
+    code; values are checked by the constructor itself.
+
+    Args:
+        module_class: The module's class.
+        options: The keyword arguments to be passed (a backbone adds `feature_size`).
+        name: The registered name, for the message.
+
+    Raises:
+        ValueError: If an option is not a keyword argument of the constructor.
+    """
+    valid = module_option_defaults(module_class)
+    unknown = sorted(set(options) - set(valid))
+    if not unknown:
+        return
+    listed = ", ".join(
+        key if default is inspect.Parameter.empty else f"{key}={default!r}"
+        for key, default in valid.items()
+    )
+    label = f"{name!r} ({module_class.__name__})" if name else module_class.__name__
+    raise ValueError(
+        f"Recalibration module {label} has no option {', '.join(map(repr, unknown))}; "
+        f"valid options: {listed or 'none'}. They are set with "
+        "model.init_args.recalibration_kwargs (create_backbone's recalibration_kwargs)."
+    )
+
+
+def format_module_options(name: str | None, options: Mapping[str, Any] | None) -> str:
+    """The options that change the module, as a stable `key=value,key=value` string.
+
+    Options equal to their default, and the module's `implementation_options` (which change
+    how, not what, it computes: SRM's `fused`), are left out, so a run with the defaults gets
+    an empty string and its variants one string each (the MLflow tag `module_options`).
+
+    Args:
+        name: The registered module name.
+        options: Its `recalibration_kwargs` (None: none).
+
+    Returns:
+        The sorted `key=value` pairs joined by commas; values in JSON (`false`, `[1,2]`),
+        strings as they are.
+
+    Raises:
+        ValueError: If an option is not one of the module's (see `check_module_options`).
+    """
+    module_class = recalibration_class(name)
+    options = dict(options or {})
+    check_module_options(module_class, options, name)
+    defaults = module_option_defaults(module_class)
+    pairs = []
+    for key in sorted(options):
+        value = options[key]
+        if key in module_class.implementation_options or _same_value(value, defaults[key]):
+            continue
+        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        pairs.append(f"{key}={text}")
+    return ",".join(pairs)
+
+
+def _same_value(value: Any, default: Any) -> bool:
+    # A YAML list equals the default tuple it replaces (MS-SAR's scales); 1 equals 1.0.
+    if isinstance(value, list | tuple) and isinstance(default, list | tuple):
+        return list(value) == list(default)
+    if isinstance(value, bool) or isinstance(default, bool):
+        return value is default
+    return value == default
 
 
 __all__ = [
@@ -90,7 +189,10 @@ __all__ = [
     "RecalibrationModule",
     "SqueezeExcite",
     "StyleRecalibration",
+    "check_module_options",
     "create_recalibration",
+    "format_module_options",
+    "module_option_defaults",
     "recalibration_class",
     "srm_gate_reference",
 ]

@@ -6,7 +6,16 @@ Neural Networks", NeurIPS 2018, arXiv:1810.12348.
 A gather operator aggregates each channel over a spatial extent (the whole map by default); the
 excite operator resizes the gathered map back to the input's size and turns it into a sigmoid
 gate. Theta-minus gathers by average pooling (no parameters); theta gathers with a learned
-depthwise convolution followed by batch norm; theta-plus adds an SE-style MLP after the gather.
+depthwise convolution followed by batch norm; theta-plus adds a ReLU and an SE-style MLP after
+the gather. As in the authors' model definitions (GE-theta: gather convolution and batch norm,
+then the sigmoid; GE-theta-plus: gather convolution, batch norm and ReLU, then the MLP), and
+with the gather convolutions initialised as the official SRM code initialises its GE models:
+normal(0, sqrt(2 / (k_h k_w C))) for a k_h x k_w kernel over C channels (std 1.6e-3 in layer1
+and 4.5e-3 in layer4 of a 224-px ResNet-50, where PyTorch's default would start 6-18x larger).
+
+Options: `extent` (2, 4, 8 or 0 = global, the paper's extent ablation), `reduction` of
+theta-plus's MLP, and `gate_init`, the initial scale of the gate (theta: the gather batch
+norm's gamma; theta-plus: the MLP's last layer).
 """
 
 from __future__ import annotations
@@ -18,7 +27,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lightning_modules.models.recalibration.base import RecalibrationModule
+from lightning_modules.models.recalibration.base import (
+    RecalibrationModule,
+    check_gate_init,
+    scale_initial_weights,
+)
 from lightning_modules.models.recalibration.squeeze_excite import ExcitationMLP
 
 GLOBAL_EXTENT = 0
@@ -49,17 +62,22 @@ class GatherExcite(RecalibrationModule):
         feature_size: int | tuple[int, int] | None = None,
         extent: int = GLOBAL_EXTENT,
         reduction: int = 16,
+        gate_init: float = 1.0,
     ) -> None:
         """Build the gather and excite operators.
 
         Args:
             channels: Number of channels C of the feature map it recalibrates.
             feature_size: (H, W) of that feature map; required by a global-extent learned gather
-                (theta, theta-plus), accepted and unused otherwise.
+                (theta, theta-plus), accepted and unused otherwise. Set by the backbone.
             extent: 0 gathers over the whole map; 2, 4 or 8 over that many positions per side.
-            reduction: Bottleneck ratio of theta-plus's MLP; unused by the other forms.
+            reduction: Bottleneck ratio of theta-plus's MLP (16); unused by theta.
+            gate_init: Initial scale of the gate (1: the paper's initialisation): theta's
+                gather batch norm starts with this gamma; theta-plus's MLP's last layer starts
+                at PyTorch's default initialisation times this.
         """
         super().__init__(channels)
+        check_gate_init(type(self).__name__, gate_init)
         if extent != GLOBAL_EXTENT and extent not in LIMITED_EXTENTS:
             raise ValueError(
                 f"Gather-Excite extent must be {GLOBAL_EXTENT} (global) or one of "
@@ -99,7 +117,27 @@ class GatherExcite(RecalibrationModule):
                 self.gather.add_module(f"bn{index}", nn.BatchNorm2d(channels))
                 if index < num_convs:
                     self.gather.add_module(f"relu{index}", nn.ReLU(inplace=True))
+        if self.gather is not None:
+            self._initialise_gather(gate_init)
         self.mlp = ExcitationMLP(channels, reduction) if self.excite_mlp else nn.Identity()
+        if self.excite_mlp:
+            scale_initial_weights(self.mlp.fc2, gate_init)
+
+    def _initialise_gather(self, gate_init: float) -> None:
+        # The official SRM code's initialisation of every convolution, normal(0, sqrt(2 / n))
+        # with n = k_h * k_w * out_channels: PyTorch's default for a depthwise kernel (uniform
+        # with bound 1 / sqrt(k_h k_w)) starts 6-18x larger. Biases keep PyTorch's default:
+        # the batch norm that follows removes them in training.
+        batch_norms = []
+        for layer in self.gather:
+            if isinstance(layer, nn.Conv2d):
+                fan_out = layer.out_channels * math.prod(layer.kernel_size)
+                nn.init.normal_(layer.weight, 0.0, math.sqrt(2.0 / fan_out))
+            elif isinstance(layer, nn.BatchNorm2d):
+                batch_norms.append(layer)
+        if not self.excite_mlp:
+            # Theta's gate is sigmoid(last gather BN): its gamma is the gate's initial scale.
+            nn.init.constant_(batch_norms[-1].weight, gate_init)
 
     def forward(self, x: Tensor) -> Tensor:
         """Recalibrate a (B, C, H, W) feature map; the output has the same shape."""
@@ -125,7 +163,10 @@ class GatherExcite(RecalibrationModule):
             gathered = F.avg_pool2d(
                 x, 2 * self.extent - 1, self.extent, self.extent // 2, count_include_pad=False
             )
-        gathered = self.mlp(gathered)
+        if self.excite_mlp:
+            # GE-theta-plus: ReLU after the gather's batch norm, then the MLP (as the authors'
+            # model definition has it).
+            gathered = self.mlp(F.relu(gathered))
         # A global gather is (B, C, 1, 1) and broadcasts; a limited one is resized back.
         if gathered.shape[-2:] != (1, 1):
             gathered = F.interpolate(gathered, size=size, mode="nearest")
@@ -149,6 +190,21 @@ class GatherExciteThetaMinus(GatherExcite):
 
     learned_gather = False
 
+    def __init__(
+        self,
+        channels: int,
+        feature_size: int | tuple[int, int] | None = None,
+        extent: int = GLOBAL_EXTENT,
+    ) -> None:
+        """Build the parameter-free gather and excite.
+
+        Args:
+            channels: Number of channels C of the feature map it recalibrates.
+            feature_size: (H, W) of that feature map; accepted and unused (set by the backbone).
+            extent: 0 gathers over the whole map; 2, 4 or 8 over that many positions per side.
+        """
+        super().__init__(channels, feature_size, extent)
+
 
 class GatherExciteTheta(GatherExcite):
     """GE-theta: depthwise convolution (with bias) -> BN gather, sigmoid excite.
@@ -159,6 +215,9 @@ class GatherExciteTheta(GatherExcite):
 
 
 class GatherExciteThetaPlus(GatherExcite):
-    """GE-theta-plus: GE-theta's gather, then an SE-style MLP (C -> C/16 -> C), sigmoid."""
+    """GE-theta-plus: GE-theta's gather, a ReLU, an SE-style MLP (C -> C/16 -> C), sigmoid.
+
+    `x * sigmoid(MLP(ReLU(BN(conv(x)))))`, resized back for a limited extent.
+    """
 
     excite_mlp = True

@@ -22,8 +22,9 @@ scale): its nine weights per channel are the asymmetric weighting of a neuron's 
 and pooling by s first makes the same 3x3 window cover a region s times wider. Scale 1 skips the
 pooling and the resizing; the pooling keeps partial border windows (ceil mode) and the resizing
 is nearest-neighbour by default. Extra parameters per block: `9C * len(scales) + 2C` (the batch
-norm's affine). Results obtained with it are results of this formulation, not a reproduction of
-the paper's numbers.
+norm's affine). Options: `scales` (the set above), `upsample_mode`, and `gate_init`, the initial
+gamma of the batch norm (1). Results obtained with it are results of this formulation, not a
+reproduction of the paper's numbers.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lightning_modules.models.recalibration.base import RecalibrationModule
+from lightning_modules.models.recalibration.base import RecalibrationModule, check_gate_init
 
 DEFAULT_SCALES = (1, 2, 4)
 
@@ -52,6 +53,7 @@ class MultiScaleSpatiallyAsymmetricRecalibration(RecalibrationModule):
         channels: int,
         scales: Sequence[int] = DEFAULT_SCALES,
         upsample_mode: str = "nearest",
+        gate_init: float = 1.0,
     ) -> None:
         """Build one depthwise 3x3 convolution per scale and the shared batch norm.
 
@@ -59,8 +61,11 @@ class MultiScaleSpatiallyAsymmetricRecalibration(RecalibrationModule):
             channels: Number of channels C of the feature map it recalibrates.
             scales: Pooling factors s, one branch each; 1 means no pooling.
             upsample_mode: `F.interpolate` mode that brings a pooled branch back to (H, W).
+            gate_init: Initial gamma of the batch norm before the sigmoid (1: PyTorch's
+                default).
         """
         super().__init__(channels)
+        check_gate_init(type(self).__name__, gate_init)
         scales = tuple(scales)
         if not scales or len(set(scales)) != len(scales) or min(scales) < 1:
             raise ValueError(f"MS-SAR scales must be distinct positive integers, got {scales}.")
@@ -70,6 +75,7 @@ class MultiScaleSpatiallyAsymmetricRecalibration(RecalibrationModule):
             nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False) for _ in scales
         )
         self.bn = nn.BatchNorm2d(channels)
+        nn.init.constant_(self.bn.weight, gate_init)
 
     def forward(self, x: Tensor) -> Tensor:
         """Recalibrate a (B, C, H, W) feature map; the output has the same shape."""
