@@ -97,6 +97,14 @@ class MultiDomainDataModule(pl.LightningDataModule):
 
     #: Name of the dataset: the MLflow experiment and the `dataset` tag.
     dataset_name = "multidomain"
+    #: Per-channel mean and std (of [0, 1] RGB) that `on_after_batch_transfer` normalises
+    #: with: ImageNet's, which torchvision's weights expect; a dataset trained from scratch
+    #: on its own statistics (CIFAR) sets its own.
+    normalization_mean: tuple[float, float, float] = IMAGENET_MEAN
+    normalization_std: tuple[float, float, float] = IMAGENET_STD
+    #: Whether the samples' images are rows of an in-memory array (CIFAR) rather than files:
+    #: the data check then has no files to decode or hash (`sample.path` names the source).
+    images_in_memory = False
 
     def __init__(
         self,
@@ -396,7 +404,7 @@ class MultiDomainDataModule(pl.LightningDataModule):
             }
         images, *rest = batch
         if images.dtype == torch.uint8:
-            images = normalize_batch(images, IMAGENET_MEAN, IMAGENET_STD)
+            images = normalize_batch(images, self.normalization_mean, self.normalization_std)
         return (images, *rest)
 
     def _sampler(self, split: str):

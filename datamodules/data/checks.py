@@ -189,6 +189,11 @@ def check_datamodule(datamodule, decode: bool = True, workers: int = 4) -> DataR
         for split, samples in datamodule.split_samples.items()
     }
     report.split_counts = {split: len(paths) for split, paths in split_paths.items()}
+    if datamodule.images_in_memory:
+        # Arrays read (and checked) when the archive loads: there are no image files.
+        message = "images are in-memory arrays, checked when read; no files to decode or hash"
+        report.findings.append(Finding(WARNING, "in-memory", message))
+        return report
     if decode:
         paths = sorted({p for paths in split_paths.values() for p in paths})
         report.images_checked = len(paths)

@@ -1,4 +1,5 @@
-"""The image Dataset every split uses, and the bad-image bookkeeping of `on_bad_image: skip`."""
+"""The image Datasets the splits use (files, or rows of an in-memory tensor), and the bad-image
+bookkeeping of `on_bad_image: skip`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -49,10 +51,14 @@ class ImageSampleDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def decoded_image(self, index: int) -> np.ndarray:
+        """Sample `index` as a uint8 HxWx3 array, before the transform."""
+        return load_rgb(self.samples[index].path, min_side=self.min_decode_side)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int] | None:
         sample = self.samples[index]
         try:
-            image = load_rgb(sample.path, min_side=self.min_decode_side)
+            image = self.decoded_image(index)
         except OSError:
             if self.on_bad_image == "error":
                 raise
@@ -63,6 +69,52 @@ class ImageSampleDataset(Dataset):
                     handle.write(sample.path + "\n")
             return None
         return self.transform(image), sample.label, sample.domain_index
+
+
+class InMemoryImageDataset(Dataset):
+    """Samples whose images are rows of one uint8 tensor in memory (CIFAR's arrays): no file
+    reads and no decoding per sample, the same items as `ImageSampleDataset`.
+
+    `samples` keep a path (where the image came from, e.g. `data_batch_1#17`) for the split
+    counts and the style-shift bookkeeping; nothing is read from it.
+    """
+
+    #: Images are validated when the arrays are read, so none is ever bad or downsized.
+    on_bad_image = "error"
+    min_decode_side = None
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        rows: Sequence[int],
+        samples: Sequence[Sample],
+        transform: Callable,
+    ):
+        """Args:
+        images: uint8 (N, H, W, 3) tensor holding every image of the dataset.
+        rows: the row of `images` of each sample.
+        samples: the split's samples, in the order of `rows`.
+        transform: uint8 HxWx3 array -> uint8 CxHxW tensor.
+        """
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be a uint8 (N, H, W, 3) tensor, got {images.shape}")
+        if len(rows) != len(samples):
+            raise ValueError(f"{len(rows)} rows for {len(samples)} samples")
+        self.images = images
+        self.rows = torch.as_tensor(list(rows), dtype=torch.long)
+        self.samples = list(samples)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def decoded_image(self, index: int) -> np.ndarray:
+        """Sample `index` as a uint8 HxWx3 array (a view of the tensor), before the transform."""
+        return self.images[self.rows[index]].numpy()
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        sample = self.samples[index]
+        return self.transform(self.decoded_image(index)), sample.label, sample.domain_index
 
 
 def collate_skipping_none(batch: list):

@@ -23,7 +23,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import Dataset
 
 from datamodules.data.adain import AdaINStyleTransfer, missing_weights_error
-from datamodules.data.dataset import ImageSampleDataset
+from datamodules.data.dataset import ImageSampleDataset, InMemoryImageDataset
 from datamodules.data.image_io import is_image_file, load_rgb
 from datamodules.data.layout import Sample
 
@@ -207,10 +207,13 @@ class StyleShiftedDataset(Dataset):
     """
 
     def __init__(
-        self, plain: ImageSampleDataset, reference_paths: Sequence[str], shift: StyleShift
+        self,
+        plain: ImageSampleDataset | InMemoryImageDataset,
+        reference_paths: Sequence[str],
+        shift: StyleShift,
     ) -> None:
         """Args:
-        plain: the split's plain evaluation dataset.
+        plain: the split's plain evaluation dataset (it provides the content images).
         reference_paths: one reference image per sample (see `draw_references`).
         shift: (content, reference) uint8 HxWx3 -> shifted uint8 HxWx3.
         """
@@ -230,7 +233,7 @@ class StyleShiftedDataset(Dataset):
     def shifted_image(self, index: int) -> np.ndarray:
         """The shifted uint8 image before the evaluation transform."""
         decode_side = self.plain.min_decode_side
-        content = load_rgb(self.plain.samples[index].path, min_side=decode_side)
+        content = self.plain.decoded_image(index)
         reference = load_rgb(self.reference_paths[index], min_side=decode_side)
         return self.shift(content, reference)
 

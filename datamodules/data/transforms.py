@@ -25,8 +25,10 @@ class AugmentationConfig:
     """Training augmentation settings.
 
     Args:
-        crop: "random_resized" (object-centred, ImageNet style) or "random" (multi-scale crops
-            without aspect change, suited to textures).
+        crop: "random_resized" (object-centred, ImageNet style), "random" (multi-scale crops
+            without aspect change, suited to textures) or "pad_random" (zero-pad `padding`
+            pixels on every side, then a random `image_size` crop: the CIFAR recipe of He et al.,
+            CVPR 2016, arXiv:1512.03385).
         scale: range of the crop's area fraction of the image.
         ratio: range of the crop's aspect ratio (random_resized only).
         horizontal_flip: flip probability.
@@ -36,6 +38,7 @@ class AugmentationConfig:
             (mirrored image content, which continues a texture without adding edges).
         color_jitter: strength of brightness/contrast/saturation jitter (hue gets a quarter); 0
             disables it.
+        padding: pad_random only: zero pixels added on each side before the crop.
     """
 
     crop: str = "random_resized"
@@ -46,6 +49,7 @@ class AugmentationConfig:
     rotate_degrees: float = 0.0
     rotate_border: str = "constant"
     color_jitter: float = 0.0
+    padding: int = 4
 
 
 # OpenCV border modes by name (cv2.BORDER_CONSTANT, cv2.BORDER_REFLECT_101).
@@ -94,10 +98,17 @@ def train_transform(
         # Square crops of a random fraction of the shorter side, then resized: several scales of
         # the same texture without distorting its aspect.
         steps.append(A.RandomResizedCrop(size=size, scale=config.scale, ratio=(1.0, 1.0)))
+    elif config.crop == "pad_random":
+        if config.padding < 0:
+            raise ValueError(f"augmentation.padding={config.padding} must be >= 0")
+        # Translations by up to `padding` pixels at full resolution (no rescaling): small
+        # images such as CIFAR's 32x32 have no detail to spare for resized crops.
+        steps.append(A.Pad(padding=config.padding, fill=0, border_mode=_BORDER_MODES["constant"]))
+        steps.append(A.RandomCrop(height=image_size, width=image_size))
     else:
         raise ValueError(
             f"augmentation.crop={config.crop!r} is not a known crop; "
-            "use 'random_resized' or 'random'"
+            "use 'random_resized', 'random' or 'pad_random'"
         )
     if config.horizontal_flip > 0:
         steps.append(A.HorizontalFlip(p=config.horizontal_flip))

@@ -4,6 +4,7 @@ the published layouts so the demos run through the same code paths as the real d
 - `officehome`: textured shapes (class = shape + texture) in four drawing styles (the domains);
 - `cue_conflict`: every shape with every class's texture, in Geirhos et al.'s layout;
 - `dtd`: procedural texture classes with DTD's images/ and labels/ (ten partitions);
+- `cifar`: CIFAR-10/100 python archives (pickled batches) of the demo shapes at 32 px;
 - `cache`: each set generated once per settings into `$STYLEBENCH_DATA_DIR` (default
   `~/.cache/stylebench`), atomically;
 - `drawing`: the drawing library they all share; `shapes`, `styles`, `objects`: the textured
@@ -13,6 +14,13 @@ the published layouts so the demos run through the same code paths as the real d
 """
 
 from datamodules.demo.cache import COMPLETE_MARKER, default_cache_dir
+from datamodules.demo.cifar import (
+    CIFAR_DEMO_VERSION,
+    ensure_cifar10_demo,
+    ensure_cifar100_demo,
+    generate_cifar10_demo,
+    generate_cifar100_demo,
+)
 from datamodules.demo.cue_conflict import (
     ensure_cue_conflict_demo,
     generate_cue_conflict_demo,
@@ -45,6 +53,7 @@ from datamodules.demo.shapes import DEMO_CLASSES, ObjectGeometry
 from datamodules.demo.styles import DEMO_DOMAINS, RENDER_STYLES
 
 __all__ = [
+    "CIFAR_DEMO_VERSION",
     "COMPLETE_MARKER",
     "DEMO_CLASSES",
     "DEMO_DATA_VERSION",
@@ -59,9 +68,13 @@ __all__ = [
     "ObjectGeometry",
     "SurfaceAppearance",
     "default_cache_dir",
+    "ensure_cifar10_demo",
+    "ensure_cifar100_demo",
     "ensure_cue_conflict_demo",
     "ensure_dtd_demo",
     "ensure_officehome_demo",
+    "generate_cifar10_demo",
+    "generate_cifar100_demo",
     "generate_cue_conflict_demo",
     "generate_dtd_demo",
     "generate_officehome_demo",

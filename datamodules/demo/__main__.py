@@ -3,6 +3,7 @@
 python -m datamodules.demo officehome --root data/officehome_demo --grid grid.png
 python -m datamodules.demo cue_conflict --root data/cue_conflict_demo --grid cc.png
 python -m datamodules.demo dtd --root data/dtd_demo --grid dtd_grid.png
+python -m datamodules.demo cifar10 --root data/cifar10_demo --images 100
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from datamodules.demo.cifar import generate_cifar10_demo, generate_cifar100_demo
 from datamodules.demo.cue_conflict import generate_cue_conflict_demo, save_cue_conflict_grid
 from datamodules.demo.dtd import generate_dtd_demo, save_dtd_grid
 from datamodules.demo.officehome import generate_officehome_demo, save_officehome_grid
@@ -41,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--images", type=int, default=images, help=f"images {per}")
         sub.add_argument("--grid", default=None, help="also save a sample grid PNG here")
     officehome.add_argument("--grid-samples", type=int, default=1, help="images per grid cell")
+    # CIFAR archives: 32 px pickled batches with a fixed class count, so no size or grid options.
+    for name, images, test_images in (("cifar10", 100, 20), ("cifar100", 5, 2)):
+        cifar = kinds.add_parser(name, help=f"{name} python archive (pickled batches) in <root>")
+        cifar.add_argument("--root", required=True, help="output folder")
+        cifar.add_argument("--seed", type=int, default=0)
+        cifar.add_argument("--images", type=int, default=images, help="training images per class")
+        cifar.add_argument("--test-images", type=int, default=test_images, help="per class")
     cue_conflict.add_argument("--style", default="Neutral", help="rendering style")
     return parser
 
@@ -48,6 +57,16 @@ def _parser() -> argparse.ArgumentParser:
 def main(args: Sequence[str] | None = None) -> None:
     """Parse `args` (default: the command line), generate the set, save the grid if asked."""
     options = _parser().parse_args(args)
+    if options.kind in ("cifar10", "cifar100"):
+        generate = generate_cifar10_demo if options.kind == "cifar10" else generate_cifar100_demo
+        root = generate(
+            options.root,
+            images_per_class=options.images,
+            test_images_per_class=options.test_images,
+            seed=options.seed,
+        )
+        print(f"wrote the {options.kind} demo archive to {root}")
+        return
     common = {
         "num_classes": options.num_classes,
         "image_size": options.image_size,
