@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from experiments.cifar import main as cifar_main
 from experiments.dtd import main as dtd_main
 from experiments.officehome import main as officehome_main
 from experiments.stylized_imagenet import main as stylized_imagenet_main
@@ -19,6 +20,8 @@ from experiments.stylized_imagenet import main as stylized_imagenet_main
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "configs"
 ENTRY_POINTS = {
+    "cifar10": cifar_main,
+    "cifar100": cifar_main,
     "dtd": dtd_main,
     "officehome": officehome_main,
     "stylized_imagenet": stylized_imagenet_main,
@@ -77,9 +80,31 @@ def compositions() -> list:
     combos.append(("officehome", art_to_clipart, (dann,)))
     combos.append(("officehome", art_to_clipart, (dann, CONFIG_DIR / "modules" / "none.yaml")))
     # The tests' own shrinking overlays (tests/configs/) on the demos they shrink.
-    for dataset in ("officehome", "dtd"):
+    for dataset in ("officehome", "dtd", "cifar10"):
         tiny = REPO / "tests" / "configs" / f"{dataset}_tiny.yaml"
         combos.append((dataset, CONFIG_DIR / dataset / "demo.yaml", (tiny,)))
+    # The backbone overlays on the bases they suit (ImageNet weights / small images).
+    backbones = CONFIG_DIR / "backbones"
+    combos.append(
+        (
+            "officehome",
+            CONFIG_DIR / "officehome" / "leave_out_art.yaml",
+            (backbones / "densenet121.yaml",),
+        )
+    )
+    combos.append(
+        ("cifar10", CONFIG_DIR / "cifar10" / "resnet.yaml", (backbones / "densenet_bc_100.yaml",))
+    )
+    combos.append(
+        (
+            "dtd",
+            CONFIG_DIR / "dtd" / "resnet56.yaml",
+            (backbones / "densenet_bc_100.yaml", CONFIG_DIR / "modules" / "se.yaml"),
+        )
+    )
+    # The ablation overlays (module + recalibration_kwargs) on a base config.
+    for ablation in sorted((CONFIG_DIR / "ablations").glob("*.yaml")):
+        combos.append(("officehome", CONFIG_DIR / "officehome" / "multi_domain.yaml", (ablation,)))
     return [
         pytest.param(dataset, base, overlays, id=" + ".join(map(config_id, (base, *overlays))))
         for dataset, base, overlays in combos
@@ -122,6 +147,8 @@ def test_overlay_changes_what_it_sets_and_keeps_the_rest(
         "dtd/resnet50.yaml",
         "dtd/resnet56.yaml",
         "stylized_imagenet/sin.yaml",
+        "cifar10/resnet.yaml",
+        "cifar100/resnet.yaml",
     ],
 )
 def test_every_module_composes_with_every_protocol(base: str, module: str) -> None:
