@@ -339,8 +339,12 @@ class MultiDomainDataModule(pl.LightningDataModule):
         return counts
 
     # ----- datasets and loaders -----------------------------------------------------------------
-    def make_dataset(self, split: str) -> ImageSampleDataset:
-        if split in ("train", TARGET_TRAIN_SPLIT):
+    def make_dataset(self, split: str, augment: bool | None = None) -> ImageSampleDataset:
+        """The split's Dataset; `augment` (default: for the training splits) picks the training
+        transform over the evaluation one."""
+        if augment is None:
+            augment = split in ("train", TARGET_TRAIN_SPLIT)
+        if augment:
             transform = train_transform(self.image_size, self.augmentation)
             min_side = self.image_size
         else:
@@ -451,6 +455,22 @@ class MultiDomainDataModule(pl.LightningDataModule):
             # Only `skip` can produce None samples; otherwise keep the default collate.
             collate_fn=collate_skipping_none if self.on_bad_image == "skip" else None,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
+        )
+
+    def evaluation_dataloader(self, split: str, batch_size: int | None = None) -> DataLoader:
+        """Any split's images in order with the evaluation transform (no augmentation, no
+        style shift): what analysis tools read, e.g. the training split for gate statistics."""
+        if not self.split_samples.get(split):
+            raise ValueError(
+                f"split {split!r} has no images; valid choices: "
+                f"{sorted(name for name, samples in self.split_samples.items() if samples)}"
+            )
+        return DataLoader(
+            self.make_dataset(split, augment=False),
+            batch_size=batch_size or self.eval_batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=collate_skipping_none if self.on_bad_image == "skip" else None,
         )
 
     def train_dataloader(self) -> DataLoader | CombinedLoader:

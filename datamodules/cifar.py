@@ -204,9 +204,9 @@ class CIFARDataModule(MultiDomainDataModule):
     def _row_of(self) -> dict[str, int]:
         return {source: row for row, source in enumerate(self.archive.sources)}
 
-    def make_dataset(self, split: str) -> InMemoryImageDataset:
+    def make_dataset(self, split: str, augment: bool | None = None) -> InMemoryImageDataset:
         samples = self.split_samples[split]
-        if split == "train":
+        if split == "train" if augment is None else augment:
             transform = train_transform(self.image_size, self.augmentation)
         else:
             transform = eval_transform(self.image_size, self.resize_size)

@@ -170,6 +170,25 @@ class MultiDomainClassifier(pl.LightningModule):
         self.style_robustness = StyleRobustness(self.domain_names, self.head_domains, num_classes)
         self.evaluation_results: dict[str, dict[str, torch.Tensor]] = {}
 
+    @classmethod
+    def load_trained(cls, ckpt_path: str) -> MultiDomainClassifier:
+        """A trained classifier from a Lightning checkpoint, on the CPU, for evaluation tools.
+
+        Its state dict replaces pretrained weights and any parent checkpoint, so neither is
+        read (`weights`, `init_from_checkpoint` are cleared), and it is not compiled; the file is
+        loaded with `weights_only=True`, so it cannot run code.
+        """
+        if not Path(ckpt_path).is_file():
+            raise FileNotFoundError(f"checkpoint {ckpt_path} does not exist")
+        return cls.load_from_checkpoint(
+            ckpt_path,
+            map_location="cpu",
+            weights_only=True,
+            weights=None,
+            init_from_checkpoint=None,
+            compile=False,
+        )
+
     # ----- forward ------------------------------------------------------------------------------
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone features of a batch of normalised images (the DataModule normalises them in
