@@ -11,9 +11,7 @@ from mlflow import MlflowClient
 from experiments.analyze_gates import main
 from experiments.officehome import main as officehome_main
 from lightning_modules.analysis.separation import rows_from_csv
-
-DEMO_CONFIG = "configs/officehome/demo.yaml"
-TINY_CONFIG = "tests/configs/officehome_tiny.yaml"
+from tests.experiments.test_officehome_cli import DEMO_CONFIG, TINY_CONFIG, tiny_demo_args
 
 
 def _data_args(tmp_path: Path) -> list[str]:
@@ -23,7 +21,7 @@ def _data_args(tmp_path: Path) -> list[str]:
         "--config",
         TINY_CONFIG,
         "--data.init_args.cache_dir",
-        str(tmp_path / "demo-cache"),
+        str(tmp_path.parent / "demo-cache"),  # where tiny_demo_args generates it
     ]
 
 
@@ -35,18 +33,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory):
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     try:
-        cli = officehome_main(
-            [
-                "fit",
-                *_data_args(tmp_path),
-                "--trainer.max_epochs",
-                "1",
-                "--model.init_args.lr_scheduler.init_args.T_max",
-                "1",
-                "--trainer.default_root_dir",
-                str(tmp_path / "outputs"),
-            ]
-        )
+        cli = officehome_main(["fit", *tiny_demo_args(tmp_path, epochs=1)])
         cli.trainer.logger.finalize("success")
     finally:
         monkeypatch.undo()

@@ -12,10 +12,8 @@ from experiments.officehome import main as officehome_main
 from experiments.prune import CURVE_CSV, CURVE_FIGURE, OVERLAY_CSV, OVERLAY_FIGURE
 from experiments.prune import main as prune_main
 from lightning_modules.analysis.pruning import points_from_csv
+from tests.experiments.test_officehome_cli import DEMO_CONFIG, TINY_CONFIG, tiny_demo_args
 
-REPO = Path(__file__).resolve().parents[2]
-DEMO_CONFIG = str(REPO / "configs/officehome/demo.yaml")
-TINY_CONFIG = str(REPO / "tests/configs/officehome_tiny.yaml")
 DOMAINS = ("Art", "Clipart", "Product", "Real_World")
 
 
@@ -35,18 +33,7 @@ def pruned(tmp_path_factory: pytest.TempPathFactory):
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     try:
-        cli = officehome_main(
-            [
-                "fit",
-                *config,
-                "--trainer.max_epochs",
-                "2",
-                "--model.init_args.lr_scheduler.init_args.T_max",
-                "2",
-                "--trainer.default_root_dir",
-                str(tmp_path / "outputs"),
-            ]
-        )
+        cli = officehome_main(["fit", *tiny_demo_args(tmp_path, epochs=2)])
         cli.trainer.logger.finalize("success")
         ckpt = cli.trainer.checkpoint_callback.best_model_path
         args = [*config, "--ckpt_path", ckpt, "--ratios", "0", "0.5", "--no_progress"]
