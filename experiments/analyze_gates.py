@@ -34,7 +34,7 @@ from lightning_modules.analysis.gates import record_gates_and_samples
 from lightning_modules.analysis.separation import rows_from_csv, rows_to_csv, separation_rows
 from lightning_modules.classifier import MultiDomainClassifier
 from lightning_modules.cli import ParsedConfig
-from lightning_modules.tracking import default_tracking_uri, read_checkpoint_run_id
+from lightning_modules.tracking import read_checkpoint_run_id, tracking_client
 
 FALLBACK_EXPERIMENT = "gate_analysis"
 KIND_NAMES = {"domains": "domain", "classes": "class"}
@@ -134,7 +134,6 @@ def overlaid_rows(client, run_ids: Sequence[str]) -> dict[str, list[dict]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Record, draw and log the gates of a checkpoint; return the exit status."""
-    from mlflow import MlflowClient
 
     try:
         parsed = ParsedConfig(
@@ -149,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not Path(options.ckpt_path).is_file():
             raise FileNotFoundError(f"--ckpt_path {options.ckpt_path} does not exist")
         model = MultiDomainClassifier.load_trained(options.ckpt_path)
-        client = MlflowClient(options.tracking_uri or default_tracking_uri())
+        client = tracking_client(options.tracking_uri)
         overlays = overlaid_rows(client, options.runs)  # read first: a bad id fails early
     except Exception as error:
         print(f"ERROR: cannot set up the gate analysis: {error}", file=sys.stderr)
@@ -219,4 +218,6 @@ def log_results(client, run_id, label, statistics, rows, overlays, datamodule, o
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from experiments.errors import run_main
+
+    run_main(main)

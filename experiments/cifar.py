@@ -15,4 +15,6 @@ def main(args=None):
 
 
 if __name__ == "__main__":
-    main()
+    from experiments.errors import run_main
+
+    run_main(main)

@@ -31,7 +31,7 @@ from mlflow.entities import Run, RunStatus
 from datamodules.dtd import DTDDataModule
 from experiments.dtd import main as dtd_main
 from lightning_modules.cli import ParsedConfig
-from lightning_modules.tracking import code_version, default_tracking_uri
+from lightning_modules.tracking import code_version, default_tracking_uri, tracking_client
 
 PARENT_TAG = "mlflow.parentRunId"
 UNIT_TAG = "sweep_unit"
@@ -196,7 +196,7 @@ def main(args: Sequence[str] | None = None) -> dict[str, float]:
     )
     options, extra = parser.parse_known_args(args)
     uri, experiment_name, config_tags = logger_settings([*config_args(options.config), *extra])
-    client = MlflowClient(uri)
+    client = tracking_client(uri)
     if options.gather:
         parent = (
             client.get_run(options.parent_run_id)
@@ -246,4 +246,6 @@ def main(args: Sequence[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    from experiments.errors import run_main
+
+    run_main(main)

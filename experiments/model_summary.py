@@ -237,4 +237,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from experiments.errors import run_main
+
+    run_main(main)

@@ -48,7 +48,7 @@ from lightning_modules.analysis.pruning import (
 from lightning_modules.analysis.pruning_figures import accuracy_vs_ratio_figure, overlay_figure
 from lightning_modules.classifier import MultiDomainClassifier
 from lightning_modules.cli import ParsedConfig
-from lightning_modules.tracking import default_tracking_uri, read_checkpoint_run_id
+from lightning_modules.tracking import read_checkpoint_run_id, tracking_client
 
 PROG = "python -m experiments.prune"
 DEFAULT_RATIOS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
@@ -351,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the tool; return the exit status (2 when the inputs cannot be used)."""
     try:
         options, parsed = parse(argv)
-        client = MlflowClient(options.tracking_uri or default_tracking_uri())
+        client = tracking_client(options.tracking_uri)
         for run_id in options.runs:  # fail before any work on a wrong id
             read_curve(client, run_id)
         run_id = None
@@ -382,4 +382,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from experiments.errors import run_main
+
+    run_main(main)

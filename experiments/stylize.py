@@ -204,8 +204,6 @@ def main(args: Sequence[str] | None = None) -> dict[str, int]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except FileNotFoundError as error:
-        # Missing weights or folders are the user's to fix: the message, not a traceback.
-        raise SystemExit(f"stylize: {error}") from None
+    from experiments.errors import run_main
+
+    run_main(main)

@@ -10,6 +10,8 @@ and defaults, building only what they need.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import sys
@@ -24,6 +26,7 @@ from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCL
 
 from datamodules.base import MultiDomainDataModule
 from lightning_modules.callbacks.artifacts import EvaluationArtifacts
+from lightning_modules.callbacks.faults import FiniteStateGuard, GracefulStop
 from lightning_modules.callbacks.tracking import (
     BadImagesCallback,
     MLflowRunIdCallback,
@@ -35,6 +38,7 @@ from lightning_modules.tracking import (
     code_version,
     read_checkpoint_run_id,
     recent_run_ids,
+    tracking_client,
 )
 
 #: Class paths that configs used to name -> where the class is now.
@@ -54,6 +58,53 @@ LINKED_FROM_DATA = {
 }
 
 LAST_CHECKPOINT = f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+#: Run tag holding `config_hash` of the resolved config: `--ckpt_path last` resumes only a run
+#: of the same config.
+CONFIG_HASH_TAG = "config_hash"
+#: Settings that may differ between a run and its resumption (the config is otherwise the same).
+RESUME_INDEPENDENT_KEYS = ("ckpt_path", "config", "trainer.logger.init_args.run_id")
+
+
+def config_hash(config: Namespace) -> str:
+    """A stable hash of a subcommand's resolved config, without `RESUME_INDEPENDENT_KEYS`.
+
+    Two commands that resolve to the same settings (from any mix of files and overrides) get
+    the same hash; any setting that changes the training (lr, epochs, data, seed) changes it.
+    """
+    values = config.clone()
+    for key in RESUME_INDEPENDENT_KEYS:
+        if key in values:
+            values.pop(key)
+    text = json.dumps(values.as_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_settings(model: MultiDomainClassifier, datamodule: MultiDomainDataModule) -> None:
+    """Fail on settings torch would reject only once training has started (after the MLflow run
+    exists): the optimizer is built once on the model's parameter groups, batch sizes checked."""
+    for name in ("batch_size", "eval_batch_size"):
+        value = getattr(datamodule, name, None)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(
+                f"data.init_args.{name} is {value!r}; it must be a positive whole number"
+            )
+    factory = getattr(model, "optimizer_factory", None)
+    if factory is None:
+        return
+    try:
+        optimizer = factory(model.parameter_groups())
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"model.init_args.optimizer ({type(error).__name__} from the optimizer): {error}; "
+            "fix model.init_args.optimizer.init_args"
+        ) from None
+    for group in optimizer.param_groups:
+        lr = group["lr"] * group.get("lr_multiplier", 1.0)
+        if lr <= 0:
+            raise ValueError(
+                f"learning rate of parameter group {group.get('name')!r} is {lr}; "
+                "model.optimizer.init_args.lr (and backbone_lr_multiplier) must be positive"
+            )
 
 
 def check_moved_class_paths(args: Sequence[str]) -> None:
@@ -162,6 +213,21 @@ class StylebenchCLI(LightningCLI):
             check_moved_class_paths([str(a) for a in (sys.argv[1:] if args is None else args)])
         super().parse_arguments(parser, args)
 
+    def _parse_ckpt_path(self) -> None:
+        """Keep the command's own config when `fit --ckpt_path <file>` resumes.
+
+        A private LightningCLI hook, overridden because it has no public switch: given a
+        checkpoint file it re-parses the model from the checkpoint's hyperparameters, which
+        leave out the optimizer and scheduler (`save_hyperparameters(ignore=...)`), so they
+        fall back to their defaults (SGD) and loading the saved optimizer state fails
+        (`KeyError: 'momentum'` for AdamW). A resumed fit is the same command run again, so its
+        config is the one to use. `validate`/`test`/`predict` keep Lightning's behaviour.
+        tests/lightning_modules/test_cli.py checks the hook still exists.
+        """
+        if self.config.get("subcommand") == "fit":
+            return
+        super()._parse_ckpt_path()
+
     def _section(self, config: Namespace) -> Namespace:
         """The subcommand's part of a config (the whole config without a subcommand)."""
         return config[self.subcommand] if self.subcommand else config
@@ -170,13 +236,16 @@ class StylebenchCLI(LightningCLI):
         """Name the MLflow logger after the data and the model, set up the checkpoint callbacks
         and the fault callbacks, then build the trainer."""
         config, built = self._section(self.config), self._section(self.config_init)
+        # Before any MLflow run exists: a bad setting leaves no FAILED run behind.
+        check_settings(self.model, self.datamodule)
         built["trainer"]["logger"] = self._named_loggers(
             config["trainer"]["logger"], built["trainer"]["logger"]
         )
         best, latest = checkpoint_callbacks(config["checkpoint"].as_dict())
         built["checkpoint"] = best
         present = {type(callback) for callback in built["trainer"]["callbacks"] or []}
-        always = [c() for c in (MLflowRunIdCallback, BadImagesCallback) if c not in present]
+        always_on = (MLflowRunIdCallback, BadImagesCallback, FiniteStateGuard, GracefulStop)
+        always = [c() for c in always_on if c not in present]
         # The CLI's persistent callbacks come after the configured ones, so the monitored
         # checkpoint stays `trainer.checkpoint_callback` (what `ckpt_path="best"` reads).
         self.trainer_defaults = {
@@ -239,16 +308,31 @@ class StylebenchCLI(LightningCLI):
         if ckpt_path == "last":
             ckpt_path = self._find_last_checkpoint(logger, experiment_name, run_name)
             if ckpt_path is None:
-                return None  # Lightning warns that there is none and trains from scratch
+                print(
+                    f"--ckpt_path last: no unfinished run {run_name!r} of this config "
+                    f"({CONFIG_HASH_TAG} {self.config_hash()}) has a {LAST_CHECKPOINT}; "
+                    "starting a new run"
+                )
+                built["ckpt_path"] = None
+                return None
             built["ckpt_path"] = ckpt_path
         run_id = read_checkpoint_run_id(ckpt_path)
         if run_id is not None:
             print(f"Resuming MLflow run {run_id} from {ckpt_path}")
         return run_id
 
+    def config_hash(self) -> str:
+        """`config_hash` of this command's resolved config (see the module function)."""
+        return config_hash(self._section(self.config))
+
     def _find_last_checkpoint(
         self, logger: StylebenchMLFlowLogger, experiment_name: str, run_name: str
     ) -> str | None:
+        """The `last.ckpt` of the newest unfinished run of this run name and resolved config.
+
+        A FINISHED run, or one of another config (`config_hash` tag), is never reopened: the
+        candidates' runs are checked, also for a `last.ckpt` in a fixed `checkpoint.dirpath`.
+        """
         config = self._section(self.config)
         dirpath = config["checkpoint"]["dirpath"]
         if dirpath:
@@ -260,7 +344,26 @@ class StylebenchCLI(LightningCLI):
                 root / str(experiment_id) / run_id / "checkpoints" / LAST_CHECKPOINT
                 for run_id in run_ids
             ]
-        return next((str(path) for path in candidates if path.is_file()), None)
+        client, wanted = tracking_client(logger.tracking_uri), self.config_hash()
+        for path in candidates:
+            if not path.is_file():
+                continue
+            run_id = read_checkpoint_run_id(path)
+            if run_id is None:
+                continue
+            try:
+                run = client.get_run(run_id)
+            except Exception as error:  # a checkpoint of another store
+                print(f"--ckpt_path last: not resuming {path}: its run {run_id}: {error}")
+                continue
+            found = run.data.tags.get(CONFIG_HASH_TAG)
+            if run.info.status == "FINISHED" or found != wanted:
+                why = "it is FINISHED" if run.info.status == "FINISHED" else "its config differs"
+                print(f"--ckpt_path last: not resuming run {run_id} ({path}): {why}")
+                continue
+            print(f"--ckpt_path last: run {run_id} is {run.info.status} with this config")
+            return str(path)
+        return None
 
     def _describe_run(self) -> None:
         """Tag the MLflow run (and mark a resumed one running) before anything is logged."""
@@ -270,6 +373,7 @@ class StylebenchCLI(LightningCLI):
         for logger in self.trainer.loggers:
             if not isinstance(logger, StylebenchMLFlowLogger):
                 continue
+            logger.tag_experiment_kind()
             if self.resumed_run_id is not None:
                 logger.resume_run()
             logger.set_tags(
@@ -284,6 +388,7 @@ class StylebenchCLI(LightningCLI):
                     "seed": self.config[self.subcommand].get("seed_everything"),
                     "stage": self.subcommand,
                     "code_version": code_version(),
+                    CONFIG_HASH_TAG: self.config_hash(),
                 }
             )
 

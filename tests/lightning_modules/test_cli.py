@@ -106,3 +106,19 @@ def test_last_checkpoint_is_the_latest_state_when_the_monitor_stops_improving(
     # log_model: true uploads both when training ends
     uploaded = {a.path for a in MlflowClient(mlflow_uri).list_artifacts(cli.trainer.logger.run_id)}
     assert {"best-epoch000", "last"} <= uploaded
+
+
+def test_fit_resumes_from_a_checkpoint_file_with_its_own_optimizer(tmp_path, mlflow_uri) -> None:
+    # LightningCLI re-parses the model from a checkpoint file's hyperparameters, which leave the
+    # optimizer out: AdamW fell back to SGD and loading its state failed. The override keeps the
+    # command's config; the private hook it overrides must still exist.
+    from pytorch_lightning.cli import LightningCLI
+
+    assert callable(getattr(LightningCLI, "_parse_ckpt_path", None))
+    short = ("--trainer.limit_train_batches", "2", "--data.init_args.style_shift", "{method: null}")
+    first = main(["fit", *tiny_demo_args(tmp_path, *short, epochs=1)])
+    last = Path(first.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+    resumed = main(["fit", *tiny_demo_args(tmp_path, *short, epochs=2), "--ckpt_path", str(last)])
+    assert type(resumed.trainer.optimizers[0]).__name__ == "AdamW"
+    assert resumed.trainer.global_step == 4  # two steps before, two after the resume
+    assert resumed.trainer.logger.run_id == first.trainer.logger.run_id
