@@ -1,28 +1,56 @@
 """The data check: every domain and split scanned for files that would break or bias a run.
 
 A library: `python -m experiments.check_data --config <file>` prints its report, and with
-`data.check_data: true` the DataModule runs it before training starts. It reports unreadable,
-truncated, zero-byte and non-image files, class folder mismatches, empty classes and domains,
-identical files across train/val/test (leakage, by content hash) and list-file entries that are
-malformed, absolute or leave the dataset root (read by the same parser training uses). Images in
-grayscale, CMYK, RGBA, 16-bit or with an EXIF orientation are decoded (and converted) by
-`load_rgb`, so they pass.
+`data.check_data: true` the DataModule runs it before training starts. It reports, one finding
+each: unreadable, truncated, zero-byte and non-image files, decompression bombs, file names that
+are not UTF-8, symlink loops, class folder mismatches, empty classes and domains, list-file
+entries that are malformed, absolute, leave their root, repeat a path or name no class (read by
+the same parser training uses, extra domains' lists included), files in a training split and an
+evaluation split (overlap) and identical files across splits (leakage, by content hash).
+
+It never stops at the first problem: what the DataModule's scan raises (`DataProblemsError`) is
+reported with everything the check can still read. Images in grayscale, CMYK, RGBA, 16-bit or
+with an EXIF orientation are decoded (and converted) by `load_rgb`, so they pass.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from datamodules.data.findings import ERROR, WARNING, Finding
-from datamodules.data.image_io import IMAGE_EXTENSIONS, load_rgb
-from datamodules.data.image_lists import ImageListFile, LabelMode, entry_problem, read_image_list
-from datamodules.data.layout import DatasetLayoutError, DomainData, class_folder_findings
+from datamodules.data.image_io import IMAGE_EXTENSIONS, BadImageError, load_rgb
+from datamodules.data.image_lists import (
+    ImageListFile,
+    LabelMode,
+    entry_problem,
+    identity,
+    read_image_list,
+    resolve_entry,
+)
+from datamodules.data.layout import DatasetLayoutError, DomainData
+from datamodules.data.problems import DataProblemsError
+
+# Kinds of problems with one image file: the ones `on_bad_image: skip` tolerates in training,
+# as each of them fails to load there with a `BadImageError` of that kind.
+IMAGE_PROBLEMS = frozenset(
+    {
+        "zero-byte",
+        "truncated",
+        "unreadable",
+        "decompression-bomb",
+        "undecodable-name",
+        "symlink-loop",
+    }
+)
+# Splits that are trained on; a file in one of them and in val/test is an overlap.
+TRAINING_SPLITS = ("train", "train_target")
 
 
 @dataclass
@@ -45,22 +73,48 @@ class DataReport:
     def ok(self) -> bool:
         return not self.errors
 
+    def add(self, findings: Iterable[Finding]) -> None:
+        """Append findings, once each: the scan and the list check may both see a list line."""
+        seen = {(f.severity, f.kind, f.path, f.line) for f in self.findings}
+        for finding in findings:
+            key = (finding.severity, finding.kind, finding.path, finding.line)
+            if key not in seen:
+                seen.add(key)
+                self.findings.append(finding)
+
     def bad_image_paths(self) -> list[str]:
         return sorted({f.path for f in self.errors if f.kind in IMAGE_PROBLEMS and f.path})
 
-    def format(self) -> str:
-        """A human-readable report: one line per finding, then a summary line."""
-        lines = [f.format() for f in self.findings]
+    def counts_by_kind(self) -> dict[str, int]:
+        return dict(sorted(Counter(f.kind for f in self.findings).items()))
+
+    def summary(self) -> str:
         splits = ", ".join(f"{name} {count}" for name, count in self.split_counts.items())
-        lines.append(
+        splits = splits or "no splits: the domains could not be scanned"
+        kinds = ", ".join(f"{kind} {count}" for kind, count in self.counts_by_kind().items())
+        return (
             f"checked {self.images_checked} images ({splits}): "
             f"{len(self.errors)} errors, {len(self.warnings)} warnings"
+            + (f" ({kinds})" if kinds else "")
         )
-        return "\n".join(lines)
 
+    def format(self) -> str:
+        """A human-readable report: one line per finding, then a summary line."""
+        return "\n".join([f.format() for f in self.findings] + [self.summary()])
 
-# Kinds of problems with one image file (the ones `on_bad_image: skip` tolerates in training).
-IMAGE_PROBLEMS = frozenset({"zero-byte", "truncated", "unreadable"})
+    def to_dict(self) -> dict:
+        """The JSON form (`check_data --json`)."""
+        return {
+            "ok": self.ok,
+            "images_checked": self.images_checked,
+            "split_counts": self.split_counts,
+            "summary": {
+                "errors": len(self.errors),
+                "warnings": len(self.warnings),
+                "by_kind": self.counts_by_kind(),
+            },
+            "findings": [f.to_dict() for f in self.findings],
+        }
 
 
 def check_image_file(path: str | Path, min_side: int | None = 32) -> Finding | None:
@@ -68,24 +122,30 @@ def check_image_file(path: str | Path, min_side: int | None = 32) -> Finding | N
 
     `min_side` lets JPEGs decode at a reduced scale (much faster); a truncated stream still fails.
     """
-    path = str(path)
+    try:
+        load_rgb(path, min_side=min_side)
+    except BadImageError as error:
+        return Finding(ERROR, error.kind, error.detail, str(path))
+    return None
+
+
+def check_file_exists(path: str) -> Finding | None:
+    """Without decoding: the problems a `stat` shows (empty file, symlink loop, missing)."""
     try:
         if os.path.getsize(path) == 0:
             return Finding(ERROR, "zero-byte", "file is empty (0 bytes)", path)
-        load_rgb(path, min_side=min_side)
     except OSError as error:
-        message = str(error)
-        # PIL's words for a stream that ends early: "truncated", "broken data stream".
-        truncated = "truncated" in message or "broken data stream" in message
-        kind = "truncated" if truncated else "unreadable"
-        return Finding(ERROR, kind, f"cannot be decoded: {error.__cause__ or error}", path)
+        kind = "symlink-loop" if error.errno == errno.ELOOP else "unreadable"
+        return Finding(ERROR, kind, f"cannot be read: {error.strerror}", path)
     return None
 
 
 def find_non_image_files(domains: Sequence[DomainData]) -> list[Finding]:
-    """Files in class folders that training ignores (wrong extension): warnings, not errors."""
+    """Files in class folders that training ignores (wrong extension): warnings, not errors;
+    and class folders that are symlink loops (training cannot see their images): errors."""
     findings = []
     for domain in domains:
+        findings += _class_folder_loops(Path(domain.root))
         for name in domain.files_by_class:
             class_dir = Path(domain.root) / name
             if not class_dir.is_dir():
@@ -95,37 +155,70 @@ def find_non_image_files(domains: Sequence[DomainData]) -> list[Finding]:
                     # Hidden files (.DS_Store) and known OS debris are never data; say nothing.
                     if entry.name.startswith(".") or entry.name == "Thumbs.db":
                         continue
-                    if entry.is_file() and Path(entry.name).suffix.lower() not in IMAGE_EXTENSIONS:
-                        findings.append(
-                            Finding(
-                                WARNING,
-                                "non-image",
-                                "not an image extension; ignored by training",
-                                entry.path,
-                            )
-                        )
+                    if Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
+                        continue
+                    try:
+                        is_file = entry.is_file()
+                    except OSError:
+                        is_file = True  # a symlink loop without an image extension: also ignored
+                    if is_file:
+                        message = "not an image extension; ignored by training"
+                        findings.append(Finding(WARNING, "non-image", message, entry.path))
+    return findings
+
+
+def _class_folder_loops(root: Path) -> list[Finding]:
+    if not root.is_dir():
+        return []
+    findings = []
+    with os.scandir(root) as entries:
+        for entry in entries:
+            if not entry.is_symlink() or entry.name.startswith("."):
+                continue
+            try:
+                entry.stat()
+            except OSError as error:
+                if error.errno == errno.ELOOP:
+                    message = "is a symlink loop; training ignores it (and any images in it)"
+                    findings.append(Finding(ERROR, "symlink-loop", message, entry.path))
     return findings
 
 
 def check_list_file(
-    list_file: str | Path, root: str | Path, labels: LabelMode = "optional"
+    list_file: str | Path,
+    root: str | Path,
+    labels: LabelMode = "optional",
+    allow_outside_root: bool = False,
+    allow_option: str | None = None,
 ) -> list[Finding]:
     """Entries of an image-list file, read as training reads them: malformed lines, absolute
-    paths, paths leaving `root` and missing files are errors (`path` is `list_file:line`)."""
+    paths, paths leaving `root` (unless allowed), repeated paths and missing files are errors
+    at `list_file`, line N."""
+    list_file = str(list_file)
     if not Path(list_file).is_file():
-        return [Finding(ERROR, "missing-list-file", "list file does not exist", str(list_file))]
+        return [Finding(ERROR, "missing-list-file", "list file does not exist", list_file)]
     try:
         entries = read_image_list(list_file, labels)
     except DatasetLayoutError as error:
-        return [Finding(ERROR, "malformed-list", str(error), str(list_file))]
+        return [Finding(ERROR, "malformed-list", str(error), list_file)]
+    listed = ImageListFile(list_file, str(root), labels, allow_outside_root, allow_option)
     findings = []
+    first_line: dict[str, int] = {}
     for entry in entries:
-        where = entry.where(list_file)
-        problem = entry_problem(entry.path, root)
+        problem = entry_problem(entry.path, root, allow_outside_root, allow_option)
         if problem is not None:
-            findings.append(Finding(ERROR, *problem, where))
-        elif not (Path(root) / entry.path).resolve().is_file():
-            findings.append(Finding(ERROR, "missing-file", f"{entry.path!r} does not exist", where))
+            findings.append(Finding(ERROR, *problem, list_file, entry.line_number))
+            continue
+        path = resolve_entry(entry, listed)
+        resolved = identity(path)
+        if resolved in first_line:
+            message = f"{entry.path!r} is listed again (first at line {first_line[resolved]})"
+            findings.append(Finding(ERROR, "duplicate", message, list_file, entry.line_number))
+            continue
+        first_line[resolved] = entry.line_number
+        if not Path(resolved).is_file() and not Path(path).is_symlink():
+            message = f"{entry.path!r} does not exist"
+            findings.append(Finding(ERROR, "missing-file", message, list_file, entry.line_number))
     return findings
 
 
@@ -137,12 +230,33 @@ def file_digest(path: str) -> str:
     return digest.hexdigest()
 
 
+def find_overlap(split_paths: dict[str, Iterable[str]]) -> list[Finding]:
+    """Files both in a training split and in the test split: tested on what was trained on.
+
+    Only `test` counts: val and test sharing files is by design (`test_fraction: 0`, held-out
+    domains), and so is training on val (DTD's `train_on: train+val`); the test split is
+    always populated (it is val when there is no test split).
+    """
+    trained: dict[str, list[str]] = defaultdict(list)
+    for split in TRAINING_SPLITS:
+        for path in split_paths.get(split, ()):
+            trained[path].append(split)
+    findings = []
+    for split in ("test",):
+        for path in sorted(set(split_paths.get(split, ())) & set(trained)):
+            message = f"in training split {trained[path][0]!r} and in {split!r}"
+            findings.append(Finding(ERROR, "split-overlap", message, path))
+    return findings
+
+
 def find_leakage(split_paths: dict[str, Iterable[str]]) -> list[Finding]:
-    """Identical file contents in different splits (the same path in two splits is by design
-    for held-out domains, whose data is both val and test, so only distinct paths count)."""
+    """Identical file contents in different splits (leakage, an error) and under different
+    paths in one split (duplicate content, a warning). The same path in several splits is
+    `find_overlap`'s; pass only files that load, so that empty or broken junk files (which are
+    bad images, all alike) are not mistaken for copies."""
     paths_by_digest: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    unique_paths = {path for paths in split_paths.values() for path in paths}
-    digests = dict(zip(sorted(unique_paths), _map(file_digest, sorted(unique_paths)), strict=True))
+    unique_paths = sorted({path for paths in split_paths.values() for path in paths})
+    digests = dict(zip(unique_paths, _map(file_digest, unique_paths), strict=True))
     for split, paths in split_paths.items():
         for path in paths:
             if digests[path] is not None:
@@ -150,13 +264,16 @@ def find_leakage(split_paths: dict[str, Iterable[str]]) -> list[Finding]:
     findings = []
     for by_split in paths_by_digest.values():
         all_paths = set().union(*by_split.values())
-        if len(by_split) < 2 or len(all_paths) < 2:
+        if len(all_paths) < 2:
             continue
         splits = sorted(by_split)
         described = "; ".join(f"{s}: {', '.join(sorted(by_split[s]))}" for s in splits)
-        findings.append(
-            Finding(ERROR, "leakage", f"identical content in splits {splits}: {described}")
-        )
+        if len(by_split) >= 2:
+            message = f"identical content in splits {splits}: {described}"
+            findings.append(Finding(ERROR, "leakage", message))
+        else:
+            message = f"identical content under {len(all_paths)} paths in {described}"
+            findings.append(Finding(WARNING, "duplicate-content", message))
     return findings
 
 
@@ -176,29 +293,52 @@ def _map(function, items: list, workers: int = 4) -> list:
 def check_datamodule(datamodule, decode: bool = True, workers: int = 4) -> DataReport:
     """Check a `MultiDomainDataModule`: its domains, every split's files, its list files.
 
-    Reads the DataModule's public `domains`, `split_samples` and `list_files()`.
+    Reads the DataModule's public `domains`, `split_samples` and `list_files()`. Problems of
+    the scan itself (class mismatch, empty domain, bad list lines) are findings too; the files
+    of the domains that could be scanned are still decoded.
     """
     report = DataReport()
-    report.findings += class_folder_findings(datamodule.domains)
-    report.findings += find_non_image_files(datamodule.domains)
-    listed: list[ImageListFile] = datamodule.list_files()
-    for list_file in listed:
-        report.findings += check_list_file(list_file.path, list_file.root, list_file.labels)
-    split_paths = {
-        split: [sample.path for sample in samples]
-        for split, samples in datamodule.split_samples.items()
-    }
+    scanned = True
+    try:
+        domains = datamodule.domains
+    except DataProblemsError as error:
+        report.add(error.findings)
+        domains, scanned = error.domains, False
+    except (DatasetLayoutError, ValueError, OSError) as error:
+        report.add([Finding(ERROR, "layout", str(error))])
+        domains, scanned = [], False
+    report.add(find_non_image_files(domains))
+    for listed in datamodule.list_files():
+        options = (listed.labels, listed.allow_outside_root, listed.allow_option)
+        report.add(check_list_file(listed.path, listed.root, *options))
+    split_paths: dict[str, list[str]] = {}
+    if scanned:
+        try:
+            split_paths = {
+                split: [sample.path for sample in samples]
+                for split, samples in datamodule.split_samples.items()
+            }
+        except (DatasetLayoutError, ValueError, OSError) as error:  # e.g. official split lists
+            report.add([Finding(ERROR, "splits", str(error))])
     report.split_counts = {split: len(paths) for split, paths in split_paths.items()}
     if datamodule.images_in_memory:
         # Arrays read (and checked) when the archive loads: there are no image files.
         message = "images are in-memory arrays, checked when read; no files to decode or hash"
-        report.findings.append(Finding(WARNING, "in-memory", message))
+        report.add([Finding(WARNING, "in-memory", message)])
         return report
-    if decode:
+    if split_paths:
         paths = sorted({p for paths in split_paths.values() for p in paths})
+    else:  # no splits (the scan failed): every file of the domains that could be read
+        paths = sorted({p for d in domains for files in d.files_by_class.values() for p in files})
+    if decode:
         report.images_checked = len(paths)
         # A small decode size is enough to prove a file is complete and fast on large photos.
         results = _map(lambda p: check_image_file(p, min_side=32), paths, workers)
-        report.findings += [finding for finding in results if finding is not None]
-    report.findings += find_leakage(split_paths)
+    else:
+        results = _map(check_file_exists, paths, workers)
+    bad = {finding.path for finding in results if finding is not None}
+    report.add(finding for finding in results if finding is not None)
+    report.add(find_overlap(split_paths))
+    good = {split: [p for p in split_paths[split] if p not in bad] for split in split_paths}
+    report.add(find_leakage(good))
     return report

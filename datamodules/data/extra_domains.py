@@ -7,18 +7,28 @@ ports): one `path label` line per image, the label a class index or a class name
 
 from __future__ import annotations
 
+import errno
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from datamodules.data.image_lists import ImageListFile, read_image_list
+from datamodules.data.findings import ERROR, Finding
+from datamodules.data.image_lists import (
+    ImageListFile,
+    entry_problem,
+    identity,
+    read_image_list,
+    resolve_entry,
+)
 from datamodules.data.layout import (
     DatasetLayoutError,
     DomainData,
     DomainSource,
+    class_folder_findings,
     scan_class_folders,
 )
+from datamodules.data.problems import DataProblemsError
 
 #: What a domain is used for: labelled training, evaluation only, or unlabelled adaptation target
 #: (trained on without labels, evaluated with them).
@@ -44,6 +54,9 @@ class ExtraDomain:
         layout: how the domain is read: `auto` (`image_list` if given, else `image_folder`), a
             name registered with `register_domain_layout`, or `package.module:function` (the
             module is imported first, so a reader can live in the user's own code).
+        allow_outside_root: let `image_list` name absolute paths and paths that resolve outside
+            its root (by default such lines are errors naming the list file and line: a list
+            should not make training read arbitrary files).
     """
 
     name: str
@@ -53,6 +66,7 @@ class ExtraDomain:
     class_mapping: dict[str, str] | None = None
     role: str = "train"
     layout: str = "auto"
+    allow_outside_root: bool = False
 
     def __post_init__(self) -> None:
         if self.role not in DOMAIN_ROLES:
@@ -70,7 +84,13 @@ class ExtraDomain:
         if self.image_list is None:
             return None
         root = self.image_root or self.root or str(Path(self.image_list).parent)
-        return ImageListFile(self.image_list, root, labels="required")
+        return ImageListFile(
+            self.image_list,
+            root,
+            labels="required",
+            allow_outside_root=self.allow_outside_root,
+            allow_option=f"extra domain {self.name!r} allow_outside_root",
+        )
 
 
 #: A layout reader: (domain spec, the dataset's class names) -> {class name: [image paths]}.
@@ -124,10 +144,12 @@ def read_image_folder(domain: ExtraDomain, class_names: Sequence[str]) -> dict[s
 
 
 @register_domain_layout("image_list")
-def read_image_list_domain(
-    domain: ExtraDomain, class_names: Sequence[str]
-) -> dict[str, list[str]]:
-    """`path label` lines -> {class: [paths]}; the label is a class index or a class name."""
+def read_image_list_domain(domain: ExtraDomain, class_names: Sequence[str]) -> dict[str, list[str]]:
+    """`path label` lines -> {class: [paths]}; the label is a class index or a class name.
+
+    Every bad line (leaving the root, a label that is no class, a path listed twice) is
+    collected; `DataProblemsError` lists them all with their `list:line`.
+    """
     listed = domain.list_file()
     if listed is None:
         raise ValueError(f"extra domain {domain.name!r}: layout image_list needs `image_list`")
@@ -135,37 +157,84 @@ def read_image_list_domain(
         raise DatasetLayoutError(
             f"extra domain {domain.name!r}: image list {listed.path} does not exist"
         )
+    files_by_class, findings = read_labelled_list(listed, class_names, domain.class_mapping)
+    if any(f.severity == ERROR for f in findings):
+        raise DataProblemsError(findings, headline=f"extra domain {domain.name!r}: bad list lines")
+    return files_by_class
+
+
+def read_labelled_list(
+    listed: ImageListFile,
+    class_names: Sequence[str],
+    class_mapping: dict[str, str] | None = None,
+) -> tuple[dict[str, list[str]], list[Finding]]:
+    """A `path label` list's files by class, and a finding for every line that is wrong.
+
+    The one reading of an extra domain's list, by training and by the data check: lines that
+    leave the root (unless allowed), labels that are neither a class index nor a class name
+    (of the dataset, or a key of `class_mapping`), and repeated paths are findings (the line
+    is then left out); missing files are the data check's to report.
+    """
+    known_names = set(class_names) | set(class_mapping or {})
     files_by_class: dict[str, list[str]] = {}
+    first_line: dict[str, int] = {}
+    findings: list[Finding] = []
     for entry in read_image_list(listed.path, labels="required"):
+        problem = entry_problem(
+            entry.path, listed.root, listed.allow_outside_root, listed.allow_option
+        )
+        if problem is not None:
+            findings.append(Finding(ERROR, *problem, listed.path, entry.line_number))
+            continue
         label = entry.label or ""
         if label.lstrip("-").isdigit():
             index = int(label)
             if not 0 <= index < len(class_names):
-                raise DatasetLayoutError(
-                    f"{entry.where(listed.path)}: label {index} is not a class index of this "
-                    f"dataset (0..{len(class_names) - 1}, in the order {list(class_names)})"
+                message = (
+                    f"label {index} is not a class index of this dataset "
+                    f"(0..{len(class_names) - 1}, in the order {list(class_names)})"
                 )
+                findings.append(
+                    Finding(ERROR, "unknown-class", message, listed.path, entry.line_number)
+                )
+                continue
             class_name = class_names[index]
-        else:
+        elif label in known_names:
             class_name = label
-        path = Path(entry.path)
-        files_by_class.setdefault(class_name, []).append(
-            str(path if path.is_absolute() else Path(listed.root) / path)
-        )
-    return {name: sorted(files) for name, files in sorted(files_by_class.items())}
+        else:
+            message = (
+                f"label {label!r} is not a class of this dataset; valid choices: "
+                f"{list(class_names)} (or rename it with `class_mapping`)"
+            )
+            findings.append(
+                Finding(ERROR, "unknown-class", message, listed.path, entry.line_number)
+            )
+            continue
+        path = resolve_entry(entry, listed)
+        key = identity(path)
+        if key in first_line:
+            message = f"{entry.path!r} is listed again (first at line {first_line[key]})"
+            findings.append(Finding(ERROR, "duplicate", message, listed.path, entry.line_number))
+            continue
+        first_line[key] = entry.line_number
+        files_by_class.setdefault(class_name, []).append(path)
+    return {name: sorted(files) for name, files in sorted(files_by_class.items())}, findings
 
 
 def scan_extra_domain(domain: ExtraDomain, class_names: Sequence[str]) -> DomainData:
     """Read an extra domain with its layout, map its classes, and check them against the
-    dataset's."""
+    dataset's (`DataProblemsError` listing every problem)."""
     files_by_class = resolve_layout(domain)(domain, class_names)
     mapping = domain.class_mapping or {}
     unknown_keys = sorted(set(mapping) - set(files_by_class))
+    findings: list[Finding] = []
+    where = domain.image_list or domain.root
     if unknown_keys:
-        raise DatasetLayoutError(
-            f"extra domain {domain.name!r}: class_mapping names {unknown_keys}, which the domain "
-            f"does not have; its classes: {sorted(files_by_class)}"
+        message = (
+            f"extra domain {domain.name!r}: class_mapping names {unknown_keys}, which the "
+            f"domain does not have; its classes: {sorted(files_by_class)}"
         )
+        findings.append(Finding(ERROR, "unknown-class", message, where))
     mapped: dict[str, list[str]] = {}
     for their_name, files in files_by_class.items():
         # Several of their classes may map onto one of ours (e.g. `mug` and `cup` -> `Mug`).
@@ -173,14 +242,58 @@ def scan_extra_domain(domain: ExtraDomain, class_names: Sequence[str]) -> Domain
     missing = sorted(set(class_names) - set(mapped))
     extra = sorted(set(mapped) - set(class_names))
     if missing or extra:
-        raise DatasetLayoutError(
-            f"extra domain {domain.name!r} ({domain.image_list or domain.root}) does not have "
-            f"the dataset's classes: missing {missing}, extra {extra}. Rename its classes to "
-            "the dataset's with `class_mapping: {their_class: our_class}`."
+        message = (
+            f"extra domain {domain.name!r} does not have the dataset's classes: missing "
+            f"{missing}, extra {extra}. Rename its classes to the dataset's with "
+            "`class_mapping: {their_class: our_class}`."
         )
+        findings.append(Finding(ERROR, "class-mismatch", message, where))
     root = Path(domain.root or Path(domain.image_list or ".").parent)
-    files = {name: sorted(mapped[name]) for name in class_names}
-    return DomainData(name=domain.name, root=root, files_by_class=files)
+    files = {name: sorted(mapped.get(name, [])) for name in class_names}
+    data = DomainData(name=domain.name, root=root, files_by_class=files)
+    if findings:
+        raise DataProblemsError(findings, [data], headline=f"extra domain {domain.name!r}")
+    return data
+
+
+def scan_domains(
+    sources: Sequence[DomainSource],
+    extra_domains: Sequence[ExtraDomain] = (),
+    scan: Callable[[DomainSource], DomainData] = scan_class_folders,
+) -> tuple[list[DomainData], list[Finding]]:
+    """Scan a dataset's domains, then its extra domains; every problem found, not the first.
+
+    `scan` reads one dataset domain (the DataModule passes its indexed scan).
+    Returns the domains that could be read and the findings (missing folders, class-folder
+    mismatches, empty domains and classes, bad list lines, bad extra-domain settings). Extra
+    domains are read against the dataset's own classes, so they are only read once those agree.
+    """
+    findings: list[Finding] = []
+    domains: list[DomainData] = []
+    for source in sources:
+        try:
+            domains.append(scan(source))
+        except DatasetLayoutError as error:
+            findings.append(Finding(ERROR, "missing-domain", str(error), str(source.root)))
+        except OSError as error:  # a domain folder that cannot be listed
+            kind = "symlink-loop" if error.errno == errno.ELOOP else "unreadable-domain"
+            message = f"domain {source.name!r} cannot be scanned: {error.strerror}"
+            findings.append(Finding(ERROR, kind, message, error.filename or str(source.root)))
+    findings += class_folder_findings(domains)
+    if not extra_domains or any(f.severity == ERROR for f in findings):
+        return domains, findings
+    class_names = sorted(domains[0].files_by_class)
+    for extra in extra_domains:
+        try:
+            domains.append(scan_extra_domain(extra, class_names))
+        except DataProblemsError as error:
+            findings += error.findings
+            domains += error.domains
+        except (DatasetLayoutError, ValueError, OSError) as error:
+            where = extra.image_list or extra.root
+            findings.append(Finding(ERROR, "extra-domain", str(error), where))
+    findings += [f for f in class_folder_findings(domains) if f not in findings]
+    return domains, findings
 
 
 __all__ = [
@@ -188,8 +301,10 @@ __all__ = [
     "ExtraDomain",
     "read_image_folder",
     "read_image_list_domain",
+    "read_labelled_list",
     "register_domain_layout",
     "registered_layouts",
     "resolve_layout",
+    "scan_domains",
     "scan_extra_domain",
 ]

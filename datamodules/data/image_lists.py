@@ -9,8 +9,10 @@ of domain-adaptation toolkits such as the Transfer-Learning-Library). The rules:
 - `labels="required"`: every line has a label (a class index or a class name);
   `labels="optional"`: a last field that is an integer is a label, else it is part of the path;
   `labels="none"`: the whole line is the path.
-Paths are relative to the list's root; `entry_problem` says when one is absolute or leaves the
-root (the data check's rule; DTD's reader applies it to every line).
+Paths are relative to the list's root and must stay inside it once resolved (symlinks
+followed), so that a list line such as `../../etc/passwd` is never read; `entry_problem` is that
+rule, applied by every reader (extra domains, DTD) and by the data check. An extra domain's
+`allow_outside_root: true` lets its list name absolute paths and paths elsewhere on purpose.
 """
 
 from __future__ import annotations
@@ -47,11 +49,16 @@ class ImageListFile:
         path: the list file.
         root: the folder its relative paths are resolved against.
         labels: whether its lines carry labels (see the module docstring).
+        allow_outside_root: accept absolute paths and paths resolving outside `root`.
+        allow_option: the setting that sets `allow_outside_root`, named in the error when a
+            path leaves the root (None: the list has no such setting).
     """
 
     path: str
     root: str
     labels: LabelMode = "optional"
+    allow_outside_root: bool = False
+    allow_option: str | None = None
 
 
 def parse_line(line: str, labels: LabelMode = "optional") -> tuple[str, str | None] | None:
@@ -87,11 +94,43 @@ def read_image_list(list_file: str | Path, labels: LabelMode = "optional") -> li
     return entries
 
 
-def entry_problem(path: str, root: str | Path) -> tuple[str, str] | None:
-    """(kind, message) when a list path is absolute or resolves outside `root`, else None."""
+def entry_problem(
+    path: str,
+    root: str | Path,
+    allow_outside_root: bool = False,
+    allow_option: str | None = None,
+) -> tuple[str, str] | None:
+    """(kind, message) when a list path is absolute or resolves outside `root`, else None.
+
+    With `allow_outside_root`, every path is accepted. `allow_option` (the setting that allows
+    it) is named in the message as the fix for paths that are meant to be elsewhere.
+    """
+    if allow_outside_root:
+        return None
     root = Path(root).resolve()
+    fix = f" (set `{allow_option}: true` to allow paths outside it)" if allow_option else ""
     if os.path.isabs(path) or path.startswith("~"):
-        return "absolute-path", f"{path!r} is absolute; list paths must be relative to {root}"
-    if not (root / path).resolve().is_relative_to(root):
-        return "escaping-path", f"{path!r} leaves the dataset root {root}"
+        return "absolute-path", f"{path!r} is absolute; list paths must be relative to {root}{fix}"
+    try:
+        resolved = (root / path).resolve()
+    except (OSError, RuntimeError) as error:  # a symlink loop (RuntimeError before 3.13)
+        return "symlink-loop", f"{path!r} cannot be resolved: {error}"
+    if not resolved.is_relative_to(root):
+        return "escaping-path", f"{path!r} leaves the image root {root}{fix}"
     return None
+
+
+def identity(path: str) -> str:
+    """The resolved path (symlinks followed) that identifies a listed file, for finding the
+    same file listed twice; the path itself where it cannot be resolved (a symlink loop)."""
+    try:
+        return str(Path(path).resolve())
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop, before Python 3.13
+        return path
+
+
+def resolve_entry(entry: ListEntry, listed: ImageListFile) -> str:
+    """The file a list line names: relative paths joined to the list's root (`~` expanded for
+    lists allowed outside their root)."""
+    path = Path(entry.path).expanduser() if listed.allow_outside_root else Path(entry.path)
+    return str(path if path.is_absolute() else Path(listed.root) / path)

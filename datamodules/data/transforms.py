@@ -4,15 +4,30 @@ Augmentation runs on uint8 HxWxC arrays and returns uint8 CxHxW tensors; convers
 normalisation happen once per batch on the model's device (`normalize_batch`, called by the
 DataModule's `on_after_batch_transfer` as torchgeo does), which keeps the worker processes'
 per-image work and the host-to-device copy four times smaller.
+
+Seeding: albumentations 2.0's `Compose` draws from its own generators (`random_generator`,
+`py_random`), not from the global NumPy/Python/torch state that `seed_everything` seeds, so the
+project seeds them itself (`AlbumentationsTransform.reseed`, through `Compose.set_random_state`):
+- in the main process, from the run seed (`torch.initial_seed()`, which `seed_everything` sets),
+  the rank and the stream (which split), when the dataset is made (`num_workers: 0`);
+- in each DataLoader worker, from the seed torch gives that worker (drawn from the run's seeded
+  generator each time the workers start, i.e. every epoch unless they are persistent, plus the
+  worker id), the rank and the stream (`AugmentationSeeder`, the loader's `worker_init_fn`).
+Two runs with one seed so draw the same augmentations; workers, ranks and epochs differ.
 """
 
 from __future__ import annotations
 
+import os
+import random
+import zlib
 from dataclasses import dataclass
 
 import albumentations as A
 import numpy as np
 import torch
+from lightning_fabric.utilities.seed import pl_worker_init_function
+from torch.utils.data import get_worker_info
 
 # ImageNet statistics: the torchvision weights expect them, and from-scratch runs use them too so
 # that one normalisation serves every configuration.
@@ -73,6 +88,16 @@ class AlbumentationsTransform:
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         return self.to_tensor(self.pipeline(image=image)["image"])
 
+    def reseed(self, seed: int) -> None:
+        """Restart the pipeline's random draws from `seed`.
+
+        One NumPy and one Python generator shared by every step (what `Compose` itself sets up
+        in `set_random_state`); `Compose.set_random_seed` would instead give each step its own
+        generator from the same seed, so that e.g. the crop's and the flip's draws repeat
+        each other.
+        """
+        self.pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.pipeline})"
 
@@ -122,6 +147,54 @@ def train_transform(
             )
         )
     return AlbumentationsTransform(A.Compose(steps))
+
+
+def augmentation_seed(*parts: int) -> int:
+    """One 32-bit seed from several non-negative integers (run seed, rank, worker, stream), by
+    NumPy's `SeedSequence`, so that nearby inputs give unrelated streams."""
+    return int(np.random.SeedSequence([int(p) % 2**64 for p in parts]).generate_state(1)[0])
+
+
+def stream_id(name: str) -> int:
+    """A stable integer for a loader's stream (its split), mixed into its seeds."""
+    return zlib.crc32(name.encode())
+
+
+def seed_dataset_transform(dataset, seed: int) -> bool:
+    """Reseed `dataset.transform` if it is a seedable augmentation; whether it was."""
+    transform = getattr(dataset, "transform", None)
+    if isinstance(transform, AlbumentationsTransform):
+        transform.reseed(seed)
+        return True
+    return False
+
+
+class AugmentationSeeder:
+    """A DataLoader `worker_init_fn` seeding the albumentations pipeline of each worker.
+
+    The worker's seed is torch's (`get_worker_info().seed`: a fresh draw from the run's seeded
+    generator each time the loader starts its workers, plus the worker id), mixed with the
+    worker id, the rank and the stream, so every worker, rank, stream and (non-persistent)
+    epoch augments differently and a second run with the same seed repeats it all. Lightning's
+    own worker seeding (`seed_everything(workers=True)`, which it adds only to loaders without
+    a `worker_init_fn`) is applied too.
+
+    Args:
+        rank: the process's global rank (every rank gets the same run seed).
+        stream: the loader's stream (`stream_id(split)`).
+    """
+
+    def __init__(self, rank: int = 0, stream: int = 0) -> None:
+        self.rank = rank
+        self.stream = stream
+
+    def __call__(self, worker_id: int) -> None:
+        if os.environ.get("PL_SEED_WORKERS") == "1":
+            pl_worker_init_function(worker_id, self.rank)
+        info = get_worker_info()
+        if info is not None:
+            seed = augmentation_seed(info.seed, worker_id, self.rank, self.stream)
+            seed_dataset_transform(info.dataset, seed)
 
 
 def eval_transform(image_size: int, resize_size: int | None = None) -> AlbumentationsTransform:

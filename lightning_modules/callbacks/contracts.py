@@ -100,8 +100,8 @@ class BadImageReporting(Protocol):
     #: "error" or "skip".
     on_bad_image: str
 
-    def bad_images(self) -> list[str]:
-        """Paths of the distinct images skipped so far."""
+    def bad_images(self, split: str | None = None) -> list[str]:
+        """Paths of the distinct images skipped so far (in `split`, or in any split)."""
         ...
 
 

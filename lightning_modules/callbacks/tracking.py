@@ -3,6 +3,7 @@ images, and the resolved config (the CLI registers all three)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import yaml
@@ -25,10 +26,13 @@ class MLflowRunIdCallback(Callback):
 
 
 class BadImagesCallback(Callback):
-    """Under `data.on_bad_image: skip`, logs `data/bad_images` (how many distinct images were
-    skipped so far) at each epoch end and the list as the artifact `bad_images.txt`.
+    """Under `data.on_bad_image: skip`, reports the skipped images of every stage: at the end of
+    each training, validation and test epoch it logs `data/bad_images` (distinct images skipped
+    so far, all splits) and `data/bad_images/<split>` (in the split the stage reads), and writes
+    the list as the artifact `bad_images.txt` (one path a line, all splits), so that
+    `validate` and `test` never drop images without saying so.
 
-    Needs a DataModule with `on_bad_image` and `bad_images()` (`BadImageReporting`).
+    Needs a DataModule with `on_bad_image` and `bad_images(split=None)` (`BadImageReporting`).
     """
 
     def __init__(self) -> None:
@@ -38,14 +42,32 @@ class BadImagesCallback(Callback):
         self.datamodule = require(trainer.datamodule, BadImageReporting, "BadImagesCallback")
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._report(trainer, pl_module, "train")
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._report(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._report(trainer, pl_module, "test")
+
+    def _report(self, trainer: Trainer, pl_module: LightningModule, split: str) -> None:
         datamodule = self.datamodule
-        if datamodule.on_bad_image != "skip":
+        if datamodule is None or datamodule.on_bad_image != "skip":
+            return
+        in_split = datamodule.bad_images(split)
+        pl_module.log(f"data/bad_images/{split}", float(len(in_split)))
+        pl_module.log("data/bad_images", float(len(datamodule.bad_images())))
+        logger = find_mlflow_logger(trainer)
+        if logger is None or not trainer.is_global_zero:
             return
         paths = datamodule.bad_images()
-        pl_module.log("data/bad_images", float(len(paths)))
-        logger = find_mlflow_logger(trainer)
-        if paths and logger is not None and trainer.is_global_zero:
-            logger.experiment.log_text(logger.run_id, "\n".join(paths) + "\n", "bad_images.txt")
+        if paths:
+            # Non-UTF-8 file names (lone surrogates) as \xNN escapes: MLflow stores UTF-8 text.
+            text = "".join(
+                os.fsencode(path).decode("utf-8", "backslashreplace") + "\n" for path in paths
+            )
+            logger.experiment.log_text(logger.run_id, text, "bad_images.txt")
 
 
 def flatten_config(config: dict, prefix: str = "") -> dict[str, Any]:

@@ -57,13 +57,15 @@ def test_overrides_use_the_training_cli_syntax(tmp_path: Path, root: Path, capsy
     assert "checked 20 images" in capsys.readouterr().out
 
 
-def test_layout_errors_exit_two_with_one_line(tmp_path: Path, root: Path, capsys) -> None:
+def test_layout_errors_are_rows_and_config_errors_exit_two(
+    tmp_path: Path, root: Path, capsys
+) -> None:
     (root / "Clipart" / "C").mkdir()  # a class folder only one domain has
-    assert main(["--config", str(write_config(tmp_path, root))]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("ERROR: cannot build the DataModule")
-    assert "missing [], extra ['C']" in err
-    # An unknown domain names the valid choices.
+    assert main(["--config", str(write_config(tmp_path, root))]) == 1
+    out = capsys.readouterr().out
+    assert f"ERROR [class-mismatch] {root / 'Clipart'}:" in out
+    assert "missing [], extra ['C']" in out
+    # An unknown domain (a setting, not the data) names the valid choices.
     config = str(write_config(tmp_path, root))
     assert main(["--config", config, "--data.init_args.domains", "[Sketch]"]) == 2
     assert "valid choices: ['Art', 'Clipart', 'Product', 'Real World']" in capsys.readouterr().err

@@ -107,10 +107,11 @@ def test_same_path_in_val_and_test_of_a_held_out_domain_is_not_leakage(small_roo
     assert report.ok, report.format()
 
 
-def test_find_leakage_ignores_duplicates_within_one_split(tmp_path: Path) -> None:
+def test_find_leakage_warns_of_duplicates_within_one_split(tmp_path: Path) -> None:
     write_jpeg(tmp_path / "a.jpg", seed=1)
     shutil.copy(tmp_path / "a.jpg", tmp_path / "b.jpg")
-    assert find_leakage({"train": [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")]}) == []
+    within = find_leakage({"train": [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")]})
+    assert [(f.severity, f.kind) for f in within] == [("warning", "duplicate-content")]
     leaks = find_leakage({"train": [str(tmp_path / "a.jpg")], "test": [str(tmp_path / "b.jpg")]})
     assert [f.kind for f in leaks] == ["leakage"]
 
@@ -151,7 +152,7 @@ def test_list_files_reject_absolute_and_escaping_paths(small_root: Path, tmp_pat
 def kinds_of_list(findings) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for finding in findings:
-        found.setdefault(finding.kind, []).append(finding.path)
+        found.setdefault(finding.kind, []).append(finding.where)
     return found
 
 

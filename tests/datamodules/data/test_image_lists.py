@@ -100,7 +100,7 @@ def test_extra_domain_lists_are_checked_as_training_reads_them(tree_with_list) -
     # A line training cannot read is an error of the check too (it was invisible to it before).
     with open(list_file, "a") as handle:
         handle.write("mug/missing.png Mug\n../outside.png Mug\n")
-    found = {f.kind: f.path for f in check_datamodule(data, decode=False).errors}
+    found = {f.kind: f.where for f in check_datamodule(data, decode=False).errors}
     assert found == {"missing-file": f"{list_file}:6", "escaping-path": f"{list_file}:7"}
 
 
