@@ -42,18 +42,35 @@ from datamodules.data.dataset import (
     collate_skipping_none,
     read_bad_images,
 )
-from datamodules.data.extra_domains import ExtraDomain, scan_extra_domain
+from datamodules.data.extra_domains import ExtraDomain, scan_domains
 from datamodules.data.image_lists import ImageListFile
+from datamodules.data.index import (
+    IndexedFiles,
+    SampleArray,
+    indexed_domain,
+    labelled_rows,
+    relabelled,
+    stratified_split_rows,
+)
 from datamodules.data.layout import (
     DatasetLayoutError,
     DomainData,
     DomainSource,
     Sample,
     check_domain_roles,
-    scan_class_folders,
     shared_class_names,
 )
+from datamodules.data.problems import raise_if_errors
 from datamodules.data.samplers import DomainBalancedSampler, UnpaddedDistributedSampler
+from datamodules.data.shards import (
+    PreparedDataError,
+    PreparedImageDataset,
+    PreparedStyleShiftedDataset,
+    StreamingImageDataset,
+    check_matches,
+    read_meta,
+)
+from datamodules.data.shards import split_samples as prepared_split_samples
 from datamodules.data.splitting import LabelledFiles, stratified_split
 from datamodules.data.style_shift import (
     ScheduledLoader,
@@ -68,8 +85,12 @@ from datamodules.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     AugmentationConfig,
+    AugmentationSeeder,
+    augmentation_seed,
     eval_transform,
     normalize_batch,
+    seed_dataset_transform,
+    stream_id,
     train_transform,
 )
 from datamodules.demo import ensure_cue_conflict_demo
@@ -128,6 +149,8 @@ class MultiDomainDataModule(pl.LightningDataModule):
         style_shift: StyleShiftConfig | None = None,
         target_domains: list[str] | None = None,
         extra_domains: list[ExtraDomain] | None = None,
+        index_dir: str | None = None,
+        prepared: str | None = None,
     ) -> None:
         """Validate the settings (nothing is read from disk yet).
 
@@ -155,9 +178,11 @@ class MultiDomainDataModule(pl.LightningDataModule):
                 proportions (e.g. `{Art: 1, Clipart: 1, Product: 1, Real World: 1}` for equal
                 shares); null samples uniformly over all training images. Works across DDP
                 ranks: each rank gets a disjoint part of each epoch.
-            on_bad_image: what an image that cannot be decoded does during training: `error`
-                stops the run naming the file; `skip` drops it from its batch, and the count
-                (`data/bad_images`) and list (`bad_images.txt`) go to MLflow.
+            on_bad_image: what an image that cannot be used (any `BadImageError`: empty,
+                truncated, undecodable, decompression bomb, non-UTF-8 name, symlink loop, or a
+                missing listed file) does in every stage: `error` stops the run naming the
+                file; `skip` drops it from its batch, and the counts (`data/bad_images`,
+                `data/bad_images/<split>`) and list (`bad_images.txt`) go to MLflow.
             check_data: run the data check (`python -m experiments.check_data`) before
                 training; errors stop the run before the first step.
             style_shift: evaluate a style-shifted copy of the validation and test sets (each
@@ -171,6 +196,12 @@ class MultiDomainDataModule(pl.LightningDataModule):
                 (ImageFolder layout) or `image_list` (`path label` lines), an optional
                 `class_mapping` and a `role` (`train`, `held_out`, `target`); see
                 `datamodules/data/extra_domains.py` and the README's "New domains".
+            index_dir: where the file index of each scanned folder is kept (default:
+                `$STYLEBENCH_DATA_DIR/index` or `~/.cache/stylebench/index`); each folder is
+                scanned once per machine and the index memory-mapped by every process.
+            prepared: a folder or object-store URI (`s3://...`) of prepared LitData shards
+                written by `python -m experiments.prepare` from this same configuration: the
+                images are then streamed from the shards instead of read from `root`.
         """
         super().__init__()
         if (
@@ -218,6 +249,18 @@ class MultiDomainDataModule(pl.LightningDataModule):
         }
         self.held_out_domains = list(held_out_domains or []) + roles["held_out"]
         self.target_domains = list(target_domains or []) + roles["target"]
+        self.index_dir = index_dir
+        #: Scan the folders again even where their index is fresh (`check_data --rescan`).
+        self.rescan_index = False
+        self.prepared = prepared
+        if prepared is not None and domain_proportions:
+            raise ValueError(
+                "data.domain_proportions does not apply to data.prepared (the shards are "
+                "streamed in LitData's shuffled order); set one of them to null"
+            )
+        # LitData's stream positions, restored from a checkpoint before the loaders are built.
+        self._stream_state: dict = {}
+        self._stream_loaders: dict = {}
 
     # ----- what subclasses provide -------------------------------------------------------------
     @property
@@ -250,25 +293,56 @@ class MultiDomainDataModule(pl.LightningDataModule):
         return [listed for d in self.extra_domains if (listed := d.list_file()) is not None]
 
     # ----- what is on disk (scanned once, on first use) -----------------------------------------
+    def scan_domain(self, source: DomainSource) -> DomainData:
+        """A `<root>/<Class>/<image>` folder's files, from its file index (scanned once per
+        machine; rescanned when a class folder changed or `rescan_index` is set)."""
+        index_dir = Path(self.index_dir).expanduser() if self.index_dir else None
+        return indexed_domain(source, index_dir, rescan=self.rescan_index)
+
+    def rescan(self) -> None:
+        """Scan the folders again on next use, replacing their index even where it looks
+        fresh (`python -m experiments.check_data --rescan`)."""
+        self.rescan_index = True
+        for name in ("domains", "class_names", "split_samples"):
+            self.__dict__.pop(name, None)
+
+    @cached_property
+    def prepared_meta(self) -> dict:
+        """What `data.prepared` holds (classes, domains, splits), checked against this config."""
+        meta = read_meta(self.prepared)
+        check_matches(meta, self, self.prepared)
+        return meta
+
     @cached_property
     def domains(self) -> list[DomainData]:
-        """Every domain's class folders and files: the dataset's own, then the extra ones."""
-        domains = [scan_class_folders(source) for source in self.domain_sources()]
-        self._dataset_domain_count = len(domains)
-        if self.extra_domains:
-            # Extra domains are read against the dataset's own classes (integer labels of image
-            # lists index them; class_mapping renames onto them).
-            dataset_classes = shared_class_names(domains)
-            domains += [scan_extra_domain(d, dataset_classes) for d in self.extra_domains]
+        """Every domain's class folders and files: the dataset's own, then the extra ones.
+
+        Every problem the scan finds is collected and raised at once (`DataProblemsError`, a
+        `DatasetLayoutError`, listing them all); extra domains are read against the dataset's
+        own classes (integer labels of image lists index them; class_mapping renames onto them).
+        """
+        if self.prepared is not None:
+            raise PreparedDataError(
+                f"data.prepared={self.prepared!r}: the images are in the prepared shards, so "
+                "there are no folders to scan; check the source with data.prepared unset"
+            )
+        sources = self.domain_sources()
+        domains, findings = scan_domains(sources, self.extra_domains, scan=self.scan_domain)
+        raise_if_errors(findings, domains, source=self)
+        self._dataset_domain_count = len(sources)
         check_domain_roles([d.name for d in domains], self.held_out_domains, self.target_domains)
         return domains
 
     @property
     def domain_names(self) -> list[str]:
+        if self.prepared is not None:
+            return list(self.prepared_meta["domain_names"])
         return [domain.name for domain in self.domains]
 
     @cached_property
     def class_names(self) -> list[str]:
+        if self.prepared is not None:
+            return list(self.prepared_meta["class_names"])
         return shared_class_names(self.domains)
 
     @property
@@ -291,10 +365,19 @@ class MultiDomainDataModule(pl.LightningDataModule):
         return "multi_domain"
 
     @cached_property
-    def split_samples(self) -> dict[str, list[Sample]]:
-        """Every split's samples, over all domains (and `train_target` with target domains)."""
+    def split_samples(self) -> dict[str, SampleArray]:
+        """Every split's samples, over all domains (and `train_target` with target domains).
+
+        Each split is a `SampleArray` (integer arrays over the domains' path tables), not a list
+        of `Sample` objects: constant memory per sample, shared by forked workers.
+        """
+        if self.prepared is not None:
+            return {
+                split: prepared_split_samples(self.prepared, split)
+                for split in self.prepared_meta["splits"]
+            }
         class_names = self.class_names
-        splits: dict[str, list[Sample]] = {split: [] for split in SPLITS}
+        splits: dict[str, list] = {split: [] for split in SPLITS}
         if self.target_domains:
             splits[TARGET_TRAIN_SPLIT] = []
         for domain_index, domain in enumerate(self.domains):
@@ -307,34 +390,38 @@ class MultiDomainDataModule(pl.LightningDataModule):
                 if held_out:
                     train = []
             elif held_out:
-                everything = [
-                    (p, label)
-                    for label, c in enumerate(class_names)
-                    for p in domain.files_by_class[c]
-                ]
+                everything = labelled_rows(domain.files_by_class, class_names)
                 train, val, test = [], everything, everything
             else:
                 # A per-domain seed keeps a domain's split unchanged when other domains are added.
                 seed = self.split_seed + zlib.crc32(domain.name.encode())
-                train, val, test = stratified_split(
+                split = (
+                    stratified_split_rows
+                    if isinstance(domain.files_by_class, IndexedFiles)
+                    else stratified_split
+                )
+                train, val, test = split(
                     domain.files_by_class, class_names, self.val_fraction, self.test_fraction, seed
                 )
             if domain.name in self.target_domains:
                 # Unlabelled by construction: the label never leaves the DataModule, so no
                 # model code can train on it by mistake.
-                splits[TARGET_TRAIN_SPLIT] += [
-                    Sample(p, UNLABELLED, domain_index) for p, _ in train
-                ]
+                splits[TARGET_TRAIN_SPLIT].append((relabelled(train, UNLABELLED), domain_index))
                 train = []
             for split, pairs in (("train", train), ("val", val), ("test", test or val)):
-                splits[split] += [Sample(p, label, domain_index) for p, label in pairs]
-        return splits
+                splits[split].append((pairs, domain_index))
+        return {split: SampleArray.build(parts) for split, parts in splits.items()}
 
     def split_counts(self) -> dict[str, dict[str, int]]:
         """Images per split and domain, e.g. for a summary table."""
         counts: dict[str, dict[str, int]] = {}
         for split, samples in self.split_samples.items():
-            per_domain = Counter(self.domain_names[s.domain_index] for s in samples)
+            indices = (
+                samples.domain_indices.tolist()
+                if isinstance(samples, SampleArray)
+                else [s.domain_index for s in samples]
+            )
+            per_domain = Counter(self.domain_names[i] for i in indices)
             counts[split] = {name: per_domain.get(name, 0) for name in self.domain_names}
         return counts
 
@@ -350,21 +437,39 @@ class MultiDomainDataModule(pl.LightningDataModule):
         else:
             transform = eval_transform(self.image_size, self.resize_size)
             min_side = self.resize_size
+        if self.prepared is not None:
+            return PreparedImageDataset(
+                self.prepared,
+                split,
+                transform,
+                min_decode_side=min_side if self.decode_at_reduced_size else None,
+                samples=self.split_samples[split],
+            )
         return ImageSampleDataset(
             self.split_samples[split],
             transform,
             min_decode_side=min_side if self.decode_at_reduced_size else None,
             on_bad_image=self.on_bad_image,
-            bad_image_dir=self.bad_image_dir,
+            # One folder per split, so that each stage's skipped images can be counted.
+            bad_image_dir=None if self.bad_image_dir is None else f"{self.bad_image_dir}/{split}",
         )
 
-    def bad_images(self) -> list[str]:
-        """Images skipped so far under `on_bad_image: skip` (from every worker process)."""
-        return read_bad_images(self.bad_image_dir)
+    def bad_images(self, split: str | None = None) -> list[str]:
+        """Images skipped so far under `on_bad_image: skip` (from every worker process), in
+        `split` or in any split."""
+        if self.bad_image_dir is None:
+            return []
+        return read_bad_images(
+            self.bad_image_dir if split is None else f"{self.bad_image_dir}/{split}"
+        )
 
     def prepare_data(self) -> None:
-        # prepare_data runs once per node, before setup: the place for a check that reads
-        # every file once.
+        # prepare_data runs once per node, before setup: the place to build the file index
+        # (the other ranks then read it) and for a check that reads every file once.
+        if self.prepared is not None:
+            _ = self.prepared_meta
+            return
+        _ = self.split_samples
         if not self.check_data:
             return
         report = check_datamodule(self)
@@ -389,12 +494,11 @@ class MultiDomainDataModule(pl.LightningDataModule):
                 if self.style_shift.style_folder
                 else None
             )
+            shifted = StyleShiftedDataset if self.prepared is None else PreparedStyleShiftedDataset
             for split in ("val", "test"):
                 plain = self.datasets[split]
                 references = draw_references(plain.samples, self.style_shift.seed, style_images)
-                self.datasets[f"{split}_style"] = StyleShiftedDataset(
-                    plain, references, self.style_shift_fn
-                )
+                self.datasets[f"{split}_style"] = shifted(plain, references, self.style_shift_fn)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
         """uint8 images -> normalised floats, once per batch on the device (not per image in
@@ -424,8 +528,11 @@ class MultiDomainDataModule(pl.LightningDataModule):
                         f"valid choices: {self.trained_domain_names}"
                     )
                 proportions[known[name]] = float(weight)
+            samples = dataset.samples
             return DomainBalancedSampler(
-                [sample.domain_index for sample in dataset.samples],
+                samples.domain_indices
+                if isinstance(samples, SampleArray)
+                else [sample.domain_index for sample in samples],
                 batch_size=self.batch_size,
                 proportions=proportions,
                 seed=self.split_seed,
@@ -440,10 +547,60 @@ class MultiDomainDataModule(pl.LightningDataModule):
             return UnpaddedDistributedSampler(dataset)
         return None
 
+    def _stream_loader(self, split: str):
+        """A training split of `data.prepared`, streamed: LitData shuffles, shards across DDP
+        ranks, nodes and workers, and keeps the stream position for resuming."""
+        from litdata import StreamingDataLoader
+
+        dataset = StreamingImageDataset(
+            f"{self.prepared.rstrip('/')}/{split}",
+            train_transform(self.image_size, self.augmentation),
+            min_decode_side=self.image_size if self.decode_at_reduced_size else None,
+            shuffle=True,
+            drop_last=True,
+            seed=self.split_seed,
+        )
+        loader = StreamingDataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.persistent_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            drop_last=True,
+        )
+        if split in self._stream_state:
+            loader.load_state_dict(self._stream_state[split])
+        self._stream_loaders[split] = loader
+        return loader
+
+    def state_dict(self) -> dict:
+        """With `data.prepared`: the training streams' positions (saved in checkpoints, so a
+        resumed run continues the epoch where it stopped instead of starting it again)."""
+        if not self._stream_loaders:
+            return {}  # nothing to save: Lightning then stores no DataModule state
+        return {
+            "prepared_streams": {
+                split: loader.state_dict() for split, loader in self._stream_loaders.items()
+            }
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._stream_state = dict(state_dict.get("prepared_streams", {}))
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if self.prepared is not None and split in ("train", TARGET_TRAIN_SPLIT):
+            return self._stream_loader(split)
         sampler = self._sampler(split)
+        # Augmentation draws from albumentations' own generators: seeded from the run seed, the
+        # rank and the split here, and per worker (and epoch) in the workers.
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        stream = stream_id(split)
+        seed_dataset_transform(
+            self.datasets[split], augmentation_seed(torch.initial_seed(), rank, stream)
+        )
         return DataLoader(
             self.datasets[split],
+            worker_init_fn=AugmentationSeeder(rank, stream) if self.num_workers > 0 else None,
             batch_size=self.batch_size
             if split in ("train", TARGET_TRAIN_SPLIT)
             else self.eval_batch_size,

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Literal
 
 from datamodules.base import MultiDomainDataModule
-from datamodules.data.layout import DatasetLayoutError, DomainData, DomainSource, scan_class_folders
+from datamodules.data.index import LabelledRows, labelled_rows
+from datamodules.data.layout import DatasetLayoutError, DomainData, DomainSource
 from datamodules.data.splitting import LabelledFiles
 from datamodules.demo import ensure_officehome_demo
 
@@ -95,27 +96,20 @@ class StylizedImageNetDataModule(MultiDomainDataModule):
             for name in self.present_domains()
         ]
 
-    def official_splits(self, domain: DomainData) -> dict[str, LabelledFiles]:
+    def official_splits(self, domain: DomainData) -> dict[str, LabelledFiles | LabelledRows]:
         """Train from the domain's `train/` (trained domains only), val and test from `val/`."""
-        evaluation = [
-            (path, label)
-            for label, name in enumerate(self.class_names)
-            for path in domain.files_by_class[name]
-        ]
-        train: LabelledFiles = []
+        # Rows of the file index (not lists of pairs): 1.28M training files stay arrays.
+        evaluation = labelled_rows(domain.files_by_class, self.class_names)
+        train: LabelledFiles | LabelledRows = []
         if domain.name not in self.held_out_domains:
             folder = self.split_folder(domain.name, "train")
-            scanned = scan_class_folders(DomainSource(domain.name, str(folder)))
+            scanned = self.scan_domain(DomainSource(domain.name, str(folder)))
             if sorted(scanned.files_by_class) != self.class_names:
                 raise DatasetLayoutError(
                     f"{domain.name}: the class folders of {scanned.root} differ from those of "
                     f"{domain.root}; train/ and val/ must hold the same classes"
                 )
-            train = [
-                (path, label)
-                for label, name in enumerate(self.class_names)
-                for path in scanned.files_by_class[name]
-            ]
+            train = labelled_rows(scanned.files_by_class, self.class_names)
         return {"train": train, "val": evaluation, "test": evaluation}
 
 

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_index_dir(tmp_path_factory: pytest.TempPathFactory):
+    """File indexes of the test session's trees go to a temporary folder (also for the
+    processes tests start), not to the user's cache, where every run would add files."""
+    previous = os.environ.get("STYLEBENCH_INDEX_DIR")
+    os.environ["STYLEBENCH_INDEX_DIR"] = str(tmp_path_factory.mktemp("index"))
+    yield
+    if previous is None:
+        os.environ.pop("STYLEBENCH_INDEX_DIR", None)
+    else:
+        os.environ["STYLEBENCH_INDEX_DIR"] = previous
+
 
 OFFICEHOME_CLASSES = [
     "Alarm_Clock",

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.data.image_io import load_rgb
+from datamodules.data.index import SampleArray
 from datamodules.data.layout import Sample
 
 BAD_IMAGE_POLICIES = ("error", "skip")
@@ -42,7 +43,9 @@ class ImageSampleDataset(Dataset):
         """
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise ValueError(f"on_bad_image={on_bad_image!r}; valid choices: ['error', 'skip']")
-        self.samples = list(samples)
+        # A SampleArray stays as it is: its arrays are shared by forked workers, where a list
+        # of Sample objects would be copied into each worker page by page as it is read.
+        self.samples = samples if isinstance(samples, SampleArray) else list(samples)
         self.transform = transform
         self.min_decode_side = min_decode_side
         self.on_bad_image = on_bad_image
@@ -60,12 +63,16 @@ class ImageSampleDataset(Dataset):
         try:
             image = self.decoded_image(index)
         except OSError:
+            # load_rgb raises BadImageError (an OSError naming the file and why) for every way
+            # a file fails to be an image; other OSErrors (a missing listed file) name it too.
             if self.on_bad_image == "error":
                 raise
             if self.bad_image_dir is not None:
-                # One file per process; appends of short lines are atomic enough here.
+                # One file per process; appends of short lines are atomic enough here. Names
+                # that are not UTF-8 are written back as their original bytes (surrogateescape).
+                Path(self.bad_image_dir).mkdir(parents=True, exist_ok=True)
                 log = Path(self.bad_image_dir) / f"bad-{os.getpid()}.txt"
-                with open(log, "a") as handle:
+                with open(log, "a", encoding="utf-8", errors="surrogateescape") as handle:
                     handle.write(sample.path + "\n")
             return None
         return self.transform(image), sample.label, sample.domain_index
@@ -126,10 +133,12 @@ def collate_skipping_none(batch: list):
 
 
 def read_bad_images(bad_image_dir: str | None) -> list[str]:
-    """The distinct paths skipped so far, gathered from every worker's file."""
+    """The distinct paths skipped so far, gathered from every worker's file (also in the
+    per-split folders below `bad_image_dir`)."""
     if bad_image_dir is None or not Path(bad_image_dir).is_dir():
         return []
     paths: set[str] = set()
-    for log in Path(bad_image_dir).glob("bad-*.txt"):
-        paths.update(line for line in log.read_text().splitlines() if line)
+    for log in Path(bad_image_dir).rglob("bad-*.txt"):
+        text = log.read_text(encoding="utf-8", errors="surrogateescape")
+        paths.update(line for line in text.splitlines() if line)
     return sorted(paths)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from datamodules.data.findings import ERROR, Finding
-from datamodules.data.image_io import is_image_file
+from datamodules.data.image_io import is_image_entry
 
 
 class DatasetLayoutError(ValueError):
@@ -45,11 +45,16 @@ class DomainSource:
 
 @dataclass
 class DomainData:
-    """One scanned domain: its class folders and image files (label = index in the class list)."""
+    """One scanned domain: its class folders and image files (label = index in the class list).
+
+    `files_by_class` maps each class to its sorted files: a dict of lists, or for a domain read
+    from the file index (`datamodules/data/index.py`) a read-only mapping over the index's
+    memory-mapped path table.
+    """
 
     name: str
     root: Path
-    files_by_class: dict[str, list[str]] = field(default_factory=dict)
+    files_by_class: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
     @property
     def num_images(self) -> int:
@@ -65,7 +70,7 @@ def scan_class_folders(domain: DomainSource) -> DomainData:
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         # os.scandir is several times faster than Path.glob on large class folders.
         with os.scandir(class_dir) as entries:
-            files = sorted(e.path for e in entries if e.is_file() and is_image_file(e.name))
+            files = sorted(e.path for e in entries if is_image_entry(e))
         files_by_class[class_dir.name] = files
     return DomainData(name=domain.name, root=root, files_by_class=files_by_class)
 
@@ -108,7 +113,9 @@ def shared_class_names(domains: Sequence[DomainData]) -> list[str]:
     return sorted(domains[0].files_by_class)
 
 
-def check_domain_roles(names: Sequence[str], held_out: Sequence[str], target: Sequence[str]) -> None:
+def check_domain_roles(
+    names: Sequence[str], held_out: Sequence[str], target: Sequence[str]
+) -> None:
     """`ValueError` unless the domain names are unique, the held-out and target domains are
     among them and disjoint, and at least one domain is left to train on."""
     repeated = sorted(n for n, c in Counter(names).items() if c > 1)

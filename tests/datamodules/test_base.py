@@ -27,13 +27,13 @@ def small_root(tmp_path: Path) -> Path:
 
 def test_constructing_reads_nothing_and_first_use_scans_once(small_root: Path, monkeypatch) -> None:
     scanned: list[str] = []
-    original = base.scan_class_folders
+    original = base.indexed_domain
 
-    def counting(source: DomainSource) -> DomainData:
+    def counting(source: DomainSource, *args, **kwargs) -> DomainData:
         scanned.append(source.name)
-        return original(source)
+        return original(source, *args, **kwargs)
 
-    monkeypatch.setattr(base, "scan_class_folders", counting)
+    monkeypatch.setattr(base, "indexed_domain", counting)
     missing = OfficeHomeDataModule(root=str(small_root / "nowhere"), num_workers=0)
     assert scanned == []
     with pytest.raises(DatasetLayoutError, match="nowhere"):
