@@ -1,6 +1,6 @@
 """Run the benchmarks (`make bench`): all of them, or those named, each writing its results.
 
-    python -m benchmarks.run        # step_time, input_pipeline, demo_epoch, style_shift
+    python -m benchmarks.run        # step_time, input_pipeline, demo_epoch, style_shift, data_scale
     python -m benchmarks.run --only step_time --repeats 3
     python -m benchmarks.run --quick --results-dir /tmp/bench   # seconds-long smoke run
 
@@ -14,13 +14,21 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks import RESULTS_DIR, demo_epoch, input_pipeline, step_time, style_shift
+from benchmarks import (
+    RESULTS_DIR,
+    data_scale,
+    demo_epoch,
+    input_pipeline,
+    step_time,
+    style_shift,
+)
 
 BENCHMARKS = {
     "step_time": step_time,
     "input_pipeline": input_pipeline,
     "demo_epoch": demo_epoch,
     "style_shift": style_shift,
+    "data_scale": data_scale,
 }
 
 # Tiny settings that exercise every code path of each benchmark in seconds (tests, CI).
@@ -37,6 +45,7 @@ QUICK_OVERRIDES = {
     "input_pipeline": {"num_images": 4, "repeats": 1, "batch_size": 2, "num_workers": 0},
     "demo_epoch": {},
     "style_shift": {"repeats": 1, "methods": ["none", "histogram"]},
+    "data_scale": {"classes": 4, "train_per_class": 20, "val_per_class": 4, "samples": 600},
 }
 # Command-line arguments of the benchmarks that run `experiments.officehome` on the demo: a
 # quick run trains and validates a couple of batches of a smaller generated set.

@@ -54,8 +54,13 @@ def test_quick_step_time_and_input_pipeline(tmp_path) -> None:
     pipeline = check_result_files(
         tmp_path, "input_pipeline", {"pipeline", "mode", "images_per_s", "ratio_to_baseline"}
     )
-    assert {row["pipeline"] for row in pipeline["rows"]} == {"ours", "torchvision_baseline"}
+    assert {row["pipeline"] for row in pipeline["rows"]} == {
+        "ours",
+        "torchvision_baseline",
+        "prepared_shards",
+    }
     assert "ours_per_core_ge_2x_baseline" in pipeline["targets"]
+    assert pipeline["prepared_shards_ratio"] > 0
 
 
 def test_quick_style_shift_times_each_method(tmp_path) -> None:
