@@ -1,0 +1,382 @@
+"""The sweep file: what to run (YAML, validated), expanded into trials with stable hashes.
+
+A sweep is the product grid x trial seeds x hyperparameter draws over one or more base configs
+of an ordinary `python -m experiments.<entry> fit`. Keys are the CLI's dotted setting names
+(`model.init_args.recalibration`), so a trial is exactly a command line a person could type.
+
+    name: demo
+    entry: officehome                       # python -m experiments.officehome
+    configs: [configs/officehome/demo.yaml] # stacked like repeated --config
+    fixed: {trainer.max_epochs: 12}         # the same for every trial
+    grid:                                   # every combination
+      model.init_args.recalibration: [none, se, srm, ge]
+    seeds: 3                                # trial seeds 0, 1, 2 (or a list)
+    seed_key: [seed_everything, data.init_args.split_seed]   # where the seed goes
+    hparams:                                # optional random search
+      n_draws: 4
+      seed: 0
+      space:
+        model.init_args.optimizer.init_args.lr: {log_uniform: [1.0e-4, 1.0e-2]}
+        data.init_args.batch_size: {choice: [16, 32, 64]}
+
+Hyperparameter draw `i` is drawn from its own generator seeded by `(hparams.seed, i)`, never
+from the grid point or the trial seed, so every module (and held-out domain, and trial seed)
+gets the same draws and the comparison between modules is paired. Draw 0 is the base config's
+own values when `include_defaults` is true (DomainBed's first draw is its default hparams).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: Top-level keys of a sweep file.
+SPEC_KEYS = {
+    "name",
+    "description",
+    "entry",
+    "configs",
+    "experiment",
+    "tracking_uri",
+    "output_dir",
+    "fixed",
+    "grid",
+    "seeds",
+    "seed_key",
+    "hparams",
+    "module_key",
+    "baseline",
+    "held_out_key",
+    "resources",
+    "max_concurrent_trials",
+}
+HPARAM_KEYS = {"n_draws", "seed", "space", "include_defaults"}
+#: Named distributions of the random search and the arguments each takes.
+DISTRIBUTIONS = {
+    "log_uniform": "[low, high], both > 0: exp(uniform(log low, log high))",
+    "uniform": "[low, high]",
+    "int_uniform": "[low, high], integers, both included",
+    "int_log_uniform": "[low, high], both > 0: int(exp(uniform(log low, log high)))",
+    "choice": "[value, ...], one picked uniformly",
+}
+DEFAULT_MODULE_KEY = "model.init_args.recalibration"
+DEFAULT_HELD_OUT_KEY = "data.init_args.held_out_domains"
+DEFAULT_SEED_KEY = "seed_everything"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class SweepSpecError(ValueError):
+    """A sweep file that cannot run; the message names the file, the setting and the fix."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One fit (+ test): the base configs plus these overrides, under one trial seed."""
+
+    index: int
+    #: Dotted setting -> value, in command-line order: fixed, grid point, hyperparameter draw.
+    overrides: dict[str, Any]
+    seed: int
+    draw: int
+    #: The grid point alone (what the report groups by besides module and seed).
+    grid_point: dict[str, Any]
+    #: The draw's values alone ({} for the defaults).
+    hparams: dict[str, Any]
+    hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "overrides": self.overrides,
+            "seed": self.seed,
+            "draw": self.draw,
+            "grid_point": self.grid_point,
+            "hparams": self.hparams,
+            "hash": self.hash,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Trial:
+        return cls(**data)
+
+
+@dataclass
+class SweepSpec:
+    """A validated sweep file (see the module docstring for the format)."""
+
+    path: Path
+    name: str
+    entry: str
+    configs: list[Path]
+    experiment: str
+    tracking_uri: str | None
+    output_dir: Path
+    fixed: dict[str, Any]
+    grid: dict[str, list[Any]]
+    seeds: list[int]
+    #: Settings the trial seed goes to (the global seed; also the data split for DomainBed).
+    seed_keys: list[str]
+    n_draws: int
+    hparam_seed: int
+    space: dict[str, dict[str, list[Any]]]
+    include_defaults: bool
+    module_key: str
+    baseline: str
+    held_out_key: str
+    resources: dict[str, float]
+    max_concurrent_trials: int | None
+    description: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def draws(self) -> list[dict[str, Any]]:
+        """The hyperparameter draws, the same for every grid point and seed ([{}] without a
+        search: the base config's values)."""
+        if self.n_draws == 0:
+            return [{}]
+        draws = []
+        for index in range(self.n_draws):
+            if index == 0 and self.include_defaults:
+                draws.append({})
+                continue
+            # One generator per draw, seeded by (search seed, draw index) only: the same values
+            # for every module, held-out domain and trial seed, whatever the order of the grid.
+            rng = random.Random(f"{self.hparam_seed}:{index}")
+            draws.append({key: sample(dist, rng) for key, dist in sorted(self.space.items())})
+        return draws
+
+    def trials(self) -> list[Trial]:
+        """Grid x draws x seeds, in a fixed order; each with the hash of its resolved config."""
+        keys = list(self.grid)
+        points = [dict(zip(keys, values, strict=True)) for values in _product(self.grid)]
+        config_digest = self.config_digest()
+        trials = []
+        for point, (draw_index, draw), seed in itertools.product(
+            points, enumerate(self.draws()), self.seeds
+        ):
+            overrides = {**self.fixed, **point, **draw, **dict.fromkeys(self.seed_keys, seed)}
+            resolved = {"entry": self.entry, "configs": config_digest, "overrides": overrides}
+            digest = hashlib.sha256(canonical_json(resolved).encode()).hexdigest()[:16]
+            trials.append(Trial(len(trials), overrides, seed, draw_index, point, draw, digest))
+        return trials
+
+    def config_digest(self) -> list[list[str]]:
+        """[path, sha256 of its text] per base config: editing a base config makes new trials."""
+        return [[str(path), hashlib.sha256(path.read_bytes()).hexdigest()] for path in self.configs]
+
+    def module_of(self, trial: Trial) -> str:
+        return str(trial.overrides.get(self.module_key, "?"))
+
+    def held_out_of(self, trial: Trial) -> list[str]:
+        """The trial's held-out domains ([] for the multi-domain protocol)."""
+        value = trial.overrides.get(self.held_out_key) or []
+        return [str(v) for v in (value if isinstance(value, list) else [value])]
+
+
+def _product(grid: dict[str, list[Any]]):
+    return itertools.product(*grid.values()) if grid else [()]
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def sample(distribution: dict[str, list[Any]], rng: random.Random) -> Any:
+    """One value of a validated distribution `{name: arguments}`."""
+    ((name, arguments),) = distribution.items()
+    if name == "choice":
+        return rng.choice(arguments)
+    low, high = arguments
+    if name == "log_uniform":
+        return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+    if name == "uniform":
+        return float(rng.uniform(low, high))
+    if name == "int_log_uniform":
+        return int(math.exp(rng.uniform(math.log(low), math.log(high))))
+    return int(rng.randint(int(low), int(high)))  # int_uniform
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep file; raises SweepSpecError naming the setting and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise SweepSpecError(f"{path}: no such sweep file (see configs/sweeps/ for examples)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SweepSpecError(f"{path}: not valid YAML: {error}") from error
+    if not isinstance(raw, dict):
+        raise SweepSpecError(f"{path}: expected a mapping of settings (name, entry, configs, ...)")
+
+    def fail(setting: str, problem: str) -> SweepSpecError:
+        return SweepSpecError(f"{path}: {setting}: {problem}")
+
+    unknown = sorted(set(raw) - SPEC_KEYS)
+    if unknown:
+        raise fail(", ".join(unknown), f"unknown setting(s); valid: {', '.join(sorted(SPEC_KEYS))}")
+    for required in ("name", "entry", "configs"):
+        if required not in raw:
+            raise fail(required, "missing (required: name, entry, configs)")
+    name = raw["name"]
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+        raise fail("name", f"{name!r} must be letters, digits, '-' or '_' (it names folders)")
+    entry = raw["entry"]
+    if not isinstance(entry, str) or not (REPO_ROOT / "experiments" / f"{entry}.py").is_file():
+        choices = sorted(
+            p.stem for p in (REPO_ROOT / "experiments").glob("*.py") if "run_cli" in p.read_text()
+        )
+        raise fail("entry", f"{entry!r} is not a training entry point; one of {choices}")
+    configs = raw["configs"]
+    if isinstance(configs, str):
+        configs = [configs]
+    if not isinstance(configs, list) or not configs:
+        raise fail("configs", "a non-empty list of config files (as for repeated --config)")
+    config_paths = []
+    for config in configs:
+        config_path = Path(config)
+        if not config_path.is_absolute():
+            config_path = REPO_ROOT / config_path
+        if not config_path.is_file():
+            raise fail("configs", f"{config} does not exist (paths are relative to the project)")
+        config_paths.append(config_path)
+
+    fixed = _settings(raw.get("fixed") or {}, "fixed", fail)
+    grid_raw = _settings(raw.get("grid") or {}, "grid", fail)
+    grid = {}
+    for key, values in grid_raw.items():
+        if not isinstance(values, list) or not values:
+            raise fail(f"grid.{key}", f"a non-empty list of values, got {values!r}")
+        grid[key] = values
+    seeds = raw.get("seeds", 1)
+    if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
+        seeds = list(range(seeds))
+    elif not (
+        isinstance(seeds, list)
+        and seeds
+        and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+        and len(set(seeds)) == len(seeds)
+    ):
+        raise fail("seeds", f"a count >= 1 or a list of distinct integers, got {seeds!r}")
+
+    hparams = raw.get("hparams") or {}
+    if not isinstance(hparams, dict):
+        raise fail("hparams", "a mapping with n_draws, seed, space")
+    unknown = sorted(set(hparams) - HPARAM_KEYS)
+    if unknown:
+        raise fail(f"hparams.{unknown[0]}", f"unknown; valid: {', '.join(sorted(HPARAM_KEYS))}")
+    n_draws = hparams.get("n_draws", 0)
+    if not isinstance(n_draws, int) or n_draws < 0:
+        raise fail("hparams.n_draws", f"a count >= 0, got {n_draws!r}")
+    space = _settings(hparams.get("space") or {}, "hparams.space", fail)
+    if n_draws and not space:
+        raise fail("hparams.space", "n_draws > 0 needs at least one distribution to draw from")
+    for key, distribution in space.items():
+        _check_distribution(distribution, f"hparams.space.{key}", fail)
+    space_keys, grid_keys, fixed_keys = set(space), set(grid), set(fixed)
+    overlap = sorted(
+        (space_keys & grid_keys) | (space_keys & fixed_keys) | (grid_keys & fixed_keys)
+    )
+    if overlap:
+        raise fail(overlap[0], "set in more than one of fixed, grid, hparams.space; keep one")
+
+    seed_keys = raw.get("seed_key", DEFAULT_SEED_KEY)
+    seed_keys = [seed_keys] if isinstance(seed_keys, str) else seed_keys
+    if not isinstance(seed_keys, list) or not all(isinstance(k, str) for k in seed_keys or [0]):
+        raise fail("seed_key", f"a setting name or a list of them, got {seed_keys!r}")
+    taken = sorted(set(seed_keys) & (space_keys | grid_keys | fixed_keys))
+    if taken:
+        raise fail(taken[0], "is a seed_key (set by the trial seed); remove it from fixed/grid")
+    module_key = raw.get("module_key", DEFAULT_MODULE_KEY)
+    if module_key not in grid and module_key not in fixed:
+        raise fail(
+            "module_key",
+            f"{module_key!r} is neither in grid nor in fixed; the report groups trials by it "
+            f"(add e.g. `grid: {{{module_key}: [none, srm]}}`)",
+        )
+    modules = [str(m) for m in grid.get(module_key, [fixed.get(module_key)])]
+    baseline = str(raw.get("baseline", "none"))
+    resources = raw.get("resources") or {"cpu": 1}
+    if (
+        not isinstance(resources, dict)
+        or set(resources) - {"cpu", "gpu"}
+        or not all(isinstance(v, int | float) and v >= 0 for v in resources.values())
+        or resources.get("cpu", 1) <= 0
+    ):
+        raise fail("resources", f"{{cpu: N > 0, gpu: M >= 0}} per trial, got {resources!r}")
+    max_concurrent = raw.get("max_concurrent_trials")
+    if max_concurrent is not None and (not isinstance(max_concurrent, int) or max_concurrent < 1):
+        raise fail("max_concurrent_trials", f"null or a count >= 1, got {max_concurrent!r}")
+    output_dir = Path(raw.get("output_dir") or f"outputs/sweeps/{name}")
+    spec = SweepSpec(
+        path=path,
+        name=name,
+        entry=entry,
+        configs=config_paths,
+        experiment=str(raw.get("experiment") or f"sweep-{name}"),
+        tracking_uri=raw.get("tracking_uri"),
+        output_dir=output_dir if output_dir.is_absolute() else Path.cwd() / output_dir,
+        fixed=fixed,
+        grid=grid,
+        seeds=seeds,
+        seed_keys=seed_keys,
+        n_draws=n_draws,
+        hparam_seed=int(hparams.get("seed", 0)),
+        space=space,
+        include_defaults=bool(hparams.get("include_defaults", False)),
+        module_key=module_key,
+        baseline=baseline,
+        held_out_key=str(raw.get("held_out_key", DEFAULT_HELD_OUT_KEY)),
+        resources={"cpu": float(resources.get("cpu", 1)), "gpu": float(resources.get("gpu", 0))},
+        max_concurrent_trials=max_concurrent,
+        description=str(raw.get("description") or ""),
+        raw=raw,
+    )
+    if baseline not in modules:
+        raise fail("baseline", f"{baseline!r} is not among the modules {modules}; add it")
+    return spec
+
+
+def _settings(value: Any, where: str, fail) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise fail(where, f"a mapping of dotted settings to values, got {value!r}")
+    for key in value:
+        if not isinstance(key, str) or not key or key.startswith("-") or " " in key:
+            raise fail(
+                f"{where}.{key}",
+                "keys are the CLI's dotted setting names without `--`, e.g. trainer.max_epochs",
+            )
+    return dict(value)
+
+
+def _check_distribution(distribution: Any, where: str, fail) -> None:
+    if not isinstance(distribution, dict) or len(distribution) != 1:
+        raise fail(
+            where,
+            f"one named distribution, e.g. {{log_uniform: [1.0e-4, 1.0e-2]}}; "
+            f"names: {', '.join(DISTRIBUTIONS)}",
+        )
+    ((name, arguments),) = distribution.items()
+    if name not in DISTRIBUTIONS:
+        raise fail(where, f"unknown distribution {name!r}; one of: {', '.join(DISTRIBUTIONS)}")
+    if not isinstance(arguments, list) or not arguments:
+        raise fail(where, f"{name} takes {DISTRIBUTIONS[name]}")
+    if name == "choice":
+        return
+    if len(arguments) != 2 or not all(
+        isinstance(a, int | float) and not isinstance(a, bool) for a in arguments
+    ):
+        raise fail(where, f"{name} takes {DISTRIBUTIONS[name]}, got {arguments!r}")
+    low, high = arguments
+    if not low < high:
+        raise fail(where, f"{name}: low must be below high, got {arguments!r}")
+    if name in ("log_uniform", "int_log_uniform") and low <= 0:
+        raise fail(where, f"{name} needs low > 0, got {arguments!r}")
+    if name == "int_uniform" and not all(float(a).is_integer() for a in arguments):
+        raise fail(where, f"int_uniform takes integer bounds, got {arguments!r}")

@@ -1,0 +1,70 @@
+"""The sweep report from synthetic trial records: tables, paired rows, files."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from experiments.sweeps.report import accuracy_tables, comparison_rows, write_report
+from experiments.sweeps.selection import TrialRecord, select_all
+
+
+def records_for(module: str, accuracies: list[float], held_out=()) -> list[TrialRecord]:
+    out = []
+    for seed, acc in enumerate(accuracies):
+        metrics = {
+            "test/acc/Art": acc,
+            "test/acc/Clipart": acc - 0.1,
+            "test/acc_mean": acc - 0.05,
+            "test/acc_worst": acc - 0.1,
+            "test/acc_held_out_mean": acc,
+        }
+        history = {"val/acc_mean": {0: acc / 2, 1: acc}, "val/acc_held_out_mean": {0: 0.1, 1: acc}}
+        out.append(
+            TrialRecord(
+                f"{module}{seed}{held_out}",
+                module,
+                tuple(held_out),
+                seed,
+                0,
+                f"run-{module}-{seed}",
+                history,
+                metrics,
+            )
+        )
+    return out
+
+
+def test_multi_domain_report_has_se_paired_rows_and_files(tmp_path):
+    records = records_for("none", [0.60, 0.70, 0.80]) + records_for("srm", [0.62, 0.75, 0.81])
+    records.append(TrialRecord("x", "srm", (), 3, 0, "run-failed", state="failed"))
+    selections = select_all(records)
+    report, paths = write_report(records, selections, tmp_path, "none", ["none", "srm"], "Demo")
+    (table,) = accuracy_tables([r for r in records if r.state == "done"])
+    assert table.columns == ["Art", "Clipart", "mean", "worst"]
+    assert table.stat("none", "Art").format() == "70.0 ± 5.8"
+    (paired,) = comparison_rows(table, "none")
+    assert paired.mean_diff == pytest.approx(0.0267, abs=1e-4) and paired.wins == 3
+    assert "| srm | +2.7 |" in report and "70.0 ± 5.8" in report
+    assert {"md", "csv", "trials_csv", "tex", "png", "curves_png"} <= set(paths)
+    assert r"\pm" in paths["tex"].read_text()
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert {r["kind"] for r in rows} == {"accuracy", "paired"}
+    trials = list(csv.DictReader(paths["trials_csv"].open()))
+    assert len(trials) == 7 and {t["state"] for t in trials} == {"done", "failed"}
+
+
+def test_held_out_report_averages_over_held_out_sets_per_seed(tmp_path):
+    records = []
+    for module, base in (("none", 0.5), ("se", 0.6)):
+        records += records_for(module, [base, base + 0.1], held_out=["Art"])
+        records += records_for(module, [base + 0.2, base + 0.3], held_out=["Clipart"])
+    tables = accuracy_tables(records)
+    (table,) = tables
+    assert table.columns == ["Art", "Clipart", "average"]
+    assert table.stat("se", "average").mean == pytest.approx(0.75)
+    (paired,) = comparison_rows(table, "none")
+    assert paired.mean_diff == pytest.approx(0.1) and paired.n == 2
+    report, _ = write_report(records, select_all(records), tmp_path, "none", ["none", "se"])
+    assert "test_domain_oracle (oracle)" in report

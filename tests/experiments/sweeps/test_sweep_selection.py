@@ -1,0 +1,143 @@
+"""DomainBed's model selection on synthetic MLflow histories with a known answer."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow import MlflowClient
+
+from experiments.sweeps.runs import metric_history
+from experiments.sweeps.selection import TrialRecord, best_checkpoints, select_all
+
+TRAINED = ["Clipart", "Product"]
+
+
+def log_run(client, experiment_id, epochs: dict[str, list[float]], steps_per_epoch=10) -> str:
+    """A run logged as Lightning logs one: `epoch` at every logging step, validation metrics
+    at each epoch's last step (twice: an earlier process's point, then the one that counts)."""
+    run_id = client.create_run(experiment_id).info.run_id
+    count = len(next(iter(epochs.values())))
+    for epoch in range(count):
+        for step in range(epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch, 5):
+            client.log_metric(run_id, "epoch", epoch, step=step)
+            client.log_metric(run_id, "train/loss", 1.0, step=step)
+        last_step = (epoch + 1) * steps_per_epoch - 1
+        client.log_metric(run_id, "epoch", epoch, step=last_step)
+        for metric, values in epochs.items():
+            # A process that started over (killed before its first checkpoint) logged this
+            # step before: the later point is the one that counts.
+            client.log_metric(run_id, metric, -1.0, timestamp=1000 * epoch + 1, step=last_step)
+            client.log_metric(
+                run_id, metric, values[epoch], timestamp=1000 * epoch + 2, step=last_step
+            )
+    return run_id
+
+
+def record(client, run_id, held_out, draw, tmp_path, metrics, seed=0) -> TrialRecord:
+    history = {m: metric_history(client, client.get_run(run_id), m) for m in metrics}
+    folder = tmp_path / run_id
+    folder.mkdir()
+    return TrialRecord(
+        f"h{run_id[:6]}",
+        "srm",
+        tuple(held_out),
+        seed,
+        draw,
+        run_id,
+        history,
+        checkpoint_dir=str(folder),
+    )
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    return MlflowClient(f"sqlite:///{tmp_path_factory.mktemp('sel') / 'mlflow.db'}")
+
+
+def test_selection_methods_pick_the_known_draws_and_epochs(client, tmp_path):
+    experiment_id = client.create_experiment("selection")
+    metrics = ["val/acc_mean", "val/acc_held_out_mean", "val/acc/Clipart", "val/acc/Product"]
+    # Held out: Art. Draw 0 peaks on the trained domains at epoch 1 (0.70), but on the
+    # held-out domain at epoch 2 (0.60); draw 1 is flatter.
+    draw0 = log_run(
+        client,
+        experiment_id,
+        {
+            "val/acc_mean": [0.50, 0.70, 0.60],
+            "val/acc_held_out_mean": [0.30, 0.40, 0.60],
+            "val/acc/Clipart": [0.5, 0.7, 0.6],
+            "val/acc/Product": [0.5, 0.7, 0.6],
+        },
+    )
+    draw1 = log_run(
+        client,
+        experiment_id,
+        {
+            "val/acc_mean": [0.60, 0.65, 0.68],
+            "val/acc_held_out_mean": [0.50, 0.55, 0.45],
+            "val/acc/Clipart": [0.6, 0.6, 0.7],
+            "val/acc/Product": [0.6, 0.7, 0.66],
+        },
+    )
+    records = [
+        record(client, draw0, ["Art"], 0, tmp_path, metrics),
+        record(client, draw1, ["Art"], 1, tmp_path, metrics),
+    ]
+    # Points map to epochs through `epoch` at the same step; the later of two points wins.
+    assert records[0].history["val/acc_mean"] == {0: 0.50, 1: 0.70, 2: 0.60}
+    # Leave-one-domain-out: runs that also leave out Clipart, or Product. Draw 1 does better
+    # on the extra left-out domain (mean 0.8 vs 0.3) at their last epoch.
+    for draw, extra, value in [
+        (0, "Clipart", 0.2),
+        (0, "Product", 0.4),
+        (1, "Clipart", 0.9),
+        (1, "Product", 0.7),
+    ]:
+        run_id = log_run(
+            client,
+            experiment_id,
+            {
+                "val/acc_mean": [0.5, 0.5],
+                "val/acc_held_out_mean": [0.4, 0.4],
+                f"val/acc/{extra}": [0.0, value],
+            },
+        )
+        records.append(
+            record(
+                client,
+                run_id,
+                ["Art", extra],
+                draw,
+                tmp_path,
+                ["val/acc_mean", "val/acc_held_out_mean", f"val/acc/{extra}"],
+            )
+        )
+    # The epoch-1 checkpoint of draw 0 was kept (the monitored best).
+    (tmp_path / draw0 / "best-epoch001.ckpt").write_bytes(b"x")
+
+    selections = select_all(records)
+    pick = {m: next(p for p in picks if p.held_out == "Art") for m, picks in selections.items()}
+    tdv, oracle, lodo = (
+        pick["training_domain_validation"],
+        pick["test_domain_oracle"],
+        pick["leave_one_domain_out"],
+    )
+    assert (tdv.draw, tdv.epoch, tdv.score, tdv.accuracy) == (0, 1, 0.70, 0.40)
+    assert tdv.checkpoint.endswith("best-epoch001.ckpt") and not tdv.oracle
+    # The oracle looks at the held-out domain: same draw, a different epoch.
+    assert (oracle.draw, oracle.epoch, oracle.accuracy) == (0, 2, 0.60) and oracle.oracle
+    assert oracle.checkpoint == ""  # epoch 2 was neither the best nor (kept as) the last
+    assert (lodo.draw, lodo.epoch, lodo.accuracy) == (1, 2, 0.45)
+    assert lodo.score == pytest.approx(0.8)
+    # Groups without the runs leave-one-domain-out needs get no LODO pick.
+    assert {p.held_out for p in selections["leave_one_domain_out"]} == {"Art"}
+    best = {(b.method, b.held_out): b for b in best_checkpoints(selections)}
+    assert best[("training_domain_validation", "Art")].run_id == draw0
+
+
+def test_multi_domain_has_training_domain_validation_only():
+    history = {"val/acc_mean": {0: 0.4, 1: 0.6, 2: 0.6}}
+    records = [TrialRecord("a", "none", (), 0, 0, "r", history)]
+    selections = select_all(records)
+    assert list(selections) == ["training_domain_validation"]
+    (pick,) = selections["training_domain_validation"]
+    assert (pick.epoch, pick.accuracy) == (1, 0.6)  # a tie goes to the earlier epoch
