@@ -11,6 +11,11 @@ its own, labelled `<module>[<options>]` (e.g. `srm[pooling=avg]`). Only finished
 count by default (a `validate`/`test` run re-evaluates a checkpoint that a fit run already
 reports). `--log-report` logs the files as a run tagged `report=true` in the same experiment;
 comparisons skip such runs.
+
+Each module is also compared with the baseline (`--baseline`, default `none`) of the same
+protocol and backbone, paired by the runs' `seed` tag: the mean difference of `acc_mean`, its
+95% interval (Student t, or `--interval bootstrap`) and the seeds where it wins; the same
+statistics as a sweep's report (`experiments/sweeps/statistics.py`).
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
+from experiments.sweeps.report import comparison_cells, markdown
+from experiments.sweeps.statistics import PairedComparison, paired_comparison
 from lightning_modules.callbacks.artifacts import NUM_PARAMETERS_KEY
 from lightning_modules.callbacks.charts import accuracy_bar_chart
-from lightning_modules.tracking import default_tracking_uri
+from lightning_modules.tracking import tracking_client
 
 REPORT_TAG = "report"
 GROUP_TAGS = ("protocol", "backbone", "module")
@@ -55,6 +62,8 @@ class Group:
     parameters: set[int] = field(default_factory=set)
     stages: set[str] = field(default_factory=set)
     run_ids: list[str] = field(default_factory=list)
+    #: column -> {seed tag: value}: what the paired comparison matches runs by.
+    by_seed: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def module_label(self) -> str:
@@ -136,6 +145,9 @@ def group_runs(runs: list[Run]) -> tuple[list[str], list[Group]]:
             value = metrics.get(f"{stage}/{metric}")
             if value is not None:
                 group.values.setdefault(metric, []).append(value)
+                seed = run.data.tags.get("seed")
+                if seed is not None:
+                    group.by_seed.setdefault(metric, {})[seed] = value
         count = run.data.params.get(NUM_PARAMETERS_KEY) or metrics.get(NUM_PARAMETERS_KEY)
         if count is not None:
             group.parameters.add(int(float(count)))
@@ -233,8 +245,41 @@ def comparison_chart(domains: list[str], groups: list[Group], title: str):
     return figure
 
 
+def paired_against_baseline(
+    groups: list[Group], baseline: str = "none", method: str = "t"
+) -> list[tuple[Group, PairedComparison]]:
+    """Each group against the baseline module (default options) of its protocol and backbone,
+    on `acc_mean`, paired by seed."""
+    references = {g.key[:2]: g for g in groups if g.key[2] == baseline and not g.options}
+    pairs = []
+    for group in groups:
+        reference = references.get(group.key[:2])
+        if reference is None or reference is group:
+            continue
+        comparison = paired_comparison(
+            group.module_label,
+            group.by_seed.get("acc_mean", {}),
+            baseline,
+            reference.by_seed.get("acc_mean", {}),
+            method,
+        )
+        pairs.append((group, comparison))
+    return pairs
+
+
+def paired_table(pairs: list[tuple[Group, PairedComparison]]) -> tuple[list[str], list[list[str]]]:
+    header, rows = comparison_cells([c for _, c in pairs], "mean")
+    header = ["protocol", "backbone", *header]
+    return header, [[g.key[0], g.key[1], *row] for (g, _), row in zip(pairs, rows, strict=True)]
+
+
 def write_report(
-    client: MlflowClient, experiment: str, runs: list[Run], output_dir: Path
+    client: MlflowClient,
+    experiment: str,
+    runs: list[Run],
+    output_dir: Path,
+    baseline: str = "none",
+    interval: str = "t",
 ) -> dict[str, Path]:
     """Writes the Markdown, CSV and PNG files; returns them by kind. Prints the table."""
     domains, groups = group_runs(runs)
@@ -242,6 +287,16 @@ def write_report(
         raise SystemExit(f"no run of experiment {experiment!r} has logged accuracy per domain")
     header, rows = table_rows(domains, groups)
     print(terminal_table(header, rows))
+    pairs = paired_against_baseline(groups, baseline, interval)
+    paired = ""
+    if pairs:
+        paired_header, paired_rows = paired_table(pairs)
+        print(f"\nPaired against {baseline} (acc_mean, runs matched by seed, 95% interval):")
+        print(terminal_table(paired_header, paired_rows))
+        paired = (
+            f"\n## Paired against `{baseline}` (mean accuracy, runs matched by their seed, "
+            f"95% interval)\n\n{markdown(paired_header, paired_rows)}\n"
+        )
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {kind: output_dir / f"{experiment}_comparison.{kind}" for kind in ("md", "csv", "png")}
     title = f"{experiment}: accuracy per domain (mean ± std over seeds)"
@@ -249,7 +304,7 @@ def write_report(
         f"{len(runs)} runs from {client.tracking_uri}. Accuracy in %; test split where a run "
         "was tested, else validation; `± std` over the runs (seeds) of a row."
     )
-    paths["md"].write_text(f"# {title}\n\n{note}\n\n{markdown_table(header, rows)}\n")
+    paths["md"].write_text(f"# {title}\n\n{note}\n\n{markdown_table(header, rows)}\n{paired}")
     write_csv(paths["csv"], domains, groups)
     comparison_chart(domains, groups, title).savefig(paths["png"])
     return paths
@@ -298,12 +353,18 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     )
     parser.add_argument("--output-dir", type=Path, default=Path("reports"))
     parser.add_argument("--log-report", action="store_true", help="log the files as a report run")
+    parser.add_argument("--baseline", default="none", help="module the others are paired with")
+    parser.add_argument(
+        "--interval", choices=["t", "bootstrap"], default="t", help="paired 95%% interval"
+    )
     args = parser.parse_args(argv)
 
-    client = MlflowClient(args.tracking_uri or default_tracking_uri())
+    client = tracking_client(args.tracking_uri)
     filter_string = " and ".join(f for f in (args.filter, tag_filter(args.tag)) if f)
     runs = search_runs(client, args.experiment, filter_string, args.stage)
-    paths = write_report(client, args.experiment, runs, args.output_dir)
+    paths = write_report(
+        client, args.experiment, runs, args.output_dir, args.baseline, args.interval
+    )
     print("\nWrote " + ", ".join(str(p) for p in paths.values()))
     if args.log_report:
         run_id = log_report(client, args.experiment, paths)
@@ -312,4 +373,6 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
 
 
 if __name__ == "__main__":
-    main()
+    from experiments.errors import run_main
+
+    run_main(main)

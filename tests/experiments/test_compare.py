@@ -97,7 +97,10 @@ def test_cli_writes_table_files_and_logs_a_report_run_later_ignored(
     )
     printed = capsys.readouterr().out
     assert "resnet20  srm" in printed and "60.0 ± 14.1" in printed
-    assert paths["md"].read_text().count("| multi_domain |") == 2
+    main_table, paired = paths["md"].read_text().split("## Paired against `none`")
+    assert main_table.count("| multi_domain |") == 2
+    # srm - none on acc_mean, by seed: 0.80 - 0.55 and 0.60 - 0.70 (the sweep's statistics).
+    assert "| multi_domain | resnet20 | srm | +7.5 |" in paired and "| 1/2 |" in paired
     with paths["csv"].open() as stream:
         rows = list(csv.DictReader(stream))
     assert [row["module"] for row in rows] == ["none", "srm"]
