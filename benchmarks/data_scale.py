@@ -220,6 +220,8 @@ def run(
             "OMP_NUM_THREADS": "1",
             "PYTHONPATH": str(REPO),
             "STYLEBENCH_DATA_DIR": str(folder / "cache"),
+            # The benchmark's own index folder, whatever the caller's environment says.
+            "STYLEBENCH_INDEX_DIR": str(folder / "cache" / "index"),
             "STYLEBENCH_SCAN_LOG": str(folder / "scans.log"),
         }
         common = ["--root", str(root), "--image-size", str(image_size)]
