@@ -121,10 +121,27 @@ def group_records(records: list[TrialRecord]) -> dict[tuple, list[TrialRecord]]:
     return dict(sorted(groups.items()))
 
 
+def _selection(method: str, score: float, epoch: int, draw: int, record: TrialRecord) -> Selection:
+    """The Selection of a picked (score, epoch, draw, record) candidate of one group."""
+    return Selection(
+        method,
+        record.module,
+        record.held_out_label,
+        record.seed,
+        draw,
+        epoch,
+        score,
+        record.value(record.target_metric, epoch),
+        record.run_id,
+        record.hash,
+        record.checkpoint_at(epoch),
+    )
+
+
 def select_over_history(records: list[TrialRecord], method: str) -> list[Selection]:
     """Training-domain validation or the oracle: the best (draw, epoch) of each group."""
     selections = []
-    for (module, held_out, seed), group in group_records(records).items():
+    for (_module, held_out, _seed), group in group_records(records).items():
         if method == "test_domain_oracle" and not held_out:
             continue  # nothing held out: the oracle would be training-domain validation
         score_metric = TRAIN_SCORE if method == "training_domain_validation" else HELD_OUT_SCORE
@@ -134,24 +151,8 @@ def select_over_history(records: list[TrialRecord], method: str) -> list[Selecti
             for epoch in record.epochs()
         ]
         best = _best(candidates)
-        if best is None:
-            continue
-        score, epoch, draw, record = best
-        selections.append(
-            Selection(
-                method,
-                module,
-                record.held_out_label,
-                seed,
-                draw,
-                epoch,
-                score,
-                record.value(record.target_metric, epoch),
-                record.run_id,
-                record.hash,
-                record.checkpoint_at(epoch),
-            )
-        )
+        if best is not None:
+            selections.append(_selection(method, *best))
     return selections
 
 
@@ -181,24 +182,8 @@ def select_leave_one_domain_out(records: list[TrialRecord]) -> list[Selection]:
                 last = record.epochs()[-1]
                 candidates.append((sum(scores) / len(scores), last, record.draw, record))
         best = _best(candidates)
-        if best is None:
-            continue
-        score, epoch, draw, record = best
-        selections.append(
-            Selection(
-                "leave_one_domain_out",
-                module,
-                record.held_out_label,
-                seed,
-                draw,
-                epoch,
-                score,
-                record.value(record.target_metric, epoch),
-                record.run_id,
-                record.hash,
-                record.checkpoint_at(epoch),
-            )
-        )
+        if best is not None:
+            selections.append(_selection("leave_one_domain_out", *best))
     return selections
 
 
