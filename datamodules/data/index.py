@@ -314,17 +314,6 @@ class SampleArray(Sequence):
             _concat(domains, np.int16),
         )
 
-    @classmethod
-    def from_samples(cls, samples: Sequence[Sample]) -> SampleArray:
-        table = PathTable.from_paths([s.path for s in samples])
-        return cls(
-            [table],
-            np.zeros(len(samples), np.uint8),
-            np.arange(len(samples)),
-            [s.label for s in samples],
-            [s.domain_index for s in samples],
-        )
-
     def __len__(self) -> int:
         return len(self.rows)
 

@@ -426,8 +426,3 @@ class PreparedStyleShiftedDataset(StyleShiftedDataset):
         content = self.plain.decoded_image(index)
         reference = self.plain.decoded_reference(self.reference_paths[index])
         return self.shift(content, reference)
-
-
-def item_counts(uri: str, splits: Sequence[str]) -> dict[str, int]:
-    """Items per prepared split, from LitData's own index."""
-    return {s: len(StreamingDataset(f"{uri.rstrip('/')}/{s}")) for s in splits}
