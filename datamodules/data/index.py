@@ -43,8 +43,14 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
-from datamodules.data.image_io import is_class_folder_entry, is_image_entry
-from datamodules.data.layout import DatasetLayoutError, DomainData, DomainSource, Sample
+from datamodules.data.layout import (
+    DatasetLayoutError,
+    DomainData,
+    DomainSource,
+    Sample,
+    class_folder_entries,
+    class_folder_images,
+)
 
 log = logging.getLogger(__name__)
 
@@ -362,25 +368,13 @@ def index_file(root: Path, index_dir: Path | None = None) -> Path:
     return (index_dir or default_index_dir()) / f"{Path(absolute).name[:40]}-{digest}.index"
 
 
-def _class_dirs(root: Path) -> list[os.DirEntry]:
-    with os.scandir(root) as entries:
-        found = [e for e in entries if is_class_folder_entry(e)]
-    return sorted(found, key=lambda e: e.name)
-
-
 def fingerprint(root: Path) -> dict:
     """The folder's and each class folder's mtime (ns): what adding, removing or renaming a
     file or a class folder changes."""
     return {
         "root_mtime_ns": os.stat(root).st_mtime_ns,
-        "classes": [[e.name, e.stat().st_mtime_ns] for e in _class_dirs(root)],
+        "classes": [[e.name, e.stat().st_mtime_ns] for e in class_folder_entries(root)],
     }
-
-
-def _list_class(path: str) -> list[str]:
-    # os.scandir is several times faster than Path.glob on large class folders.
-    with os.scandir(path) as entries:
-        return sorted(e.path for e in entries if is_image_entry(e))
 
 
 def scan_folder(root: Path) -> tuple[PathTable, list[str], dict, int]:
@@ -393,7 +387,7 @@ def scan_folder(root: Path) -> tuple[PathTable, list[str], dict, int]:
     paths: list[str] = []
     classes: list[np.ndarray] = []
     for label, name in enumerate(class_names):
-        files = _list_class(os.path.join(root, name))
+        files = class_folder_images(os.path.join(root, name))
         paths += files
         classes.append(np.full(len(files), label, np.int32))
     table = PathTable.from_paths(paths, prefix=os.path.join(root, ""))
@@ -504,7 +498,7 @@ def stale_reason(root: Path, header: dict, table: PathTable) -> str | None:
     for (name, mtime), (_, old_mtime) in zip(current["classes"], recorded["classes"], strict=True):
         if mtime != old_mtime:
             return f"class folder {name!r} changed"
-        if mtime >= racy_ns and _list_class(os.path.join(root, name)) != files[name]:
+        if mtime >= racy_ns and class_folder_images(os.path.join(root, name)) != files[name]:
             # Changed within the timestamps' resolution of the scan: compare the files.
             return f"class folder {name!r} changed"
     return None

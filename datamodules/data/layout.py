@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from datamodules.data.findings import ERROR, Finding
-from datamodules.data.image_io import is_image_entry
+from datamodules.data.image_io import is_class_folder_entry, is_image_entry
 
 
 class DatasetLayoutError(ValueError):
@@ -61,17 +61,26 @@ class DomainData:
         return sum(len(files) for files in self.files_by_class.values())
 
 
+def class_folder_entries(root: str | os.PathLike) -> list[os.DirEntry]:
+    """The class folders of a domain root, by name (hidden ones and symlink loops are not)."""
+    with os.scandir(root) as entries:
+        found = [e for e in entries if is_class_folder_entry(e)]
+    return sorted(found, key=lambda e: e.name)
+
+
+def class_folder_images(path: str | os.PathLike) -> list[str]:
+    """The image files of one class folder, sorted (hidden and non-image files left out)."""
+    # os.scandir is several times faster than Path.glob on large class folders.
+    with os.scandir(path) as entries:
+        return sorted(e.path for e in entries if is_image_entry(e))
+
+
 def scan_class_folders(domain: DomainSource) -> DomainData:
     """List `<root>/<Class>/<image>` files, ignoring hidden and non-image files."""
     root = Path(domain.root)
     if not root.is_dir():
         raise DatasetLayoutError(f"domain {domain.name!r}: folder {root} does not exist")
-    files_by_class: dict[str, list[str]] = {}
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        # os.scandir is several times faster than Path.glob on large class folders.
-        with os.scandir(class_dir) as entries:
-            files = sorted(e.path for e in entries if is_image_entry(e))
-        files_by_class[class_dir.name] = files
+    files_by_class = {e.name: class_folder_images(e.path) for e in class_folder_entries(root)}
     return DomainData(name=domain.name, root=root, files_by_class=files_by_class)
 
 
