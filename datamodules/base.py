@@ -350,7 +350,7 @@ class MultiDomainDataModule(pl.LightningDataModule):
         return len(self.class_names)
 
     @property
-    def trained_domain_names(self) -> list[str]:
+    def trained_domains(self) -> list[str]:
         """Domains with labelled training data (and so a classifier head)."""
         evaluated_only = set(self.held_out_domains) | set(self.target_domains)
         return [name for name in self.domain_names if name not in evaluated_only]
@@ -358,7 +358,7 @@ class MultiDomainDataModule(pl.LightningDataModule):
     @property
     def protocol(self) -> str:
         if self.target_domains:
-            trained = "+".join(self.trained_domain_names)
+            trained = "+".join(self.trained_domains)
             return f"{trained}_to_" + "+".join(self.target_domains)
         if self.held_out_domains:
             return "leave_out_" + "+".join(self.held_out_domains)
@@ -522,10 +522,10 @@ class MultiDomainDataModule(pl.LightningDataModule):
             known = {name: index for index, name in enumerate(self.domain_names)}
             proportions = {}
             for name, weight in self.domain_proportions.items():
-                if name not in self.trained_domain_names:
+                if name not in self.trained_domains:
                     raise ValueError(
                         f"data.domain_proportions names {name!r}, which is not a trained domain; "
-                        f"valid choices: {self.trained_domain_names}"
+                        f"valid choices: {self.trained_domains}"
                     )
                 proportions[known[name]] = float(weight)
             samples = dataset.samples

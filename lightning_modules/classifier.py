@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from torchmetrics.classification import MulticlassAccuracy
 from lightning_modules.metrics import (
     DomainAccuracy,
     accuracy_from_confusion,
-    metric_safe_name,
     summarize_domains,
 )
 from lightning_modules.models.adaptation import (
@@ -28,50 +26,9 @@ from lightning_modules.models.adaptation import (
 from lightning_modules.models.backbones import create_backbone
 from lightning_modules.models.heads import MultiDomainHead
 from lightning_modules.models.recalibration import format_module_options
+from lightning_modules.names import metric_safe_name
+from lightning_modules.optimization import CosineAnnealingToMaxEpochs, sgd_recipe
 from lightning_modules.style_robustness import STYLE_SHIFTED_DATALOADER, StyleRobustness
-
-
-class CosineAnnealingToMaxEpochs(torch.optim.lr_scheduler.CosineAnnealingLR):
-    """Cosine annealing whose period is the training's length unless `T_max` is given.
-
-    With torch's `CosineAnnealingLR` the period is a second number to keep equal to
-    `trainer.max_epochs`: `--trainer.max_epochs 24` alone leaves `T_max: 8`, and the learning
-    rate climbs back up after epoch 8. Left at None, `MultiDomainClassifier.configure_optimizers`
-    sets `T_max` to `trainer.max_epochs`, so one setting drives both. Stepped once per epoch.
-    """
-
-    def __init__(
-        self,
-        optimizer: torch.optim.Optimizer,
-        T_max: int | None = None,
-        eta_min: float = 0.0,
-        last_epoch: int = -1,
-    ) -> None:
-        # The first (initial) step returns the base learning rates without reading T_max.
-        super().__init__(optimizer, T_max=T_max, eta_min=eta_min, last_epoch=last_epoch)
-
-    def set_period(self, max_epochs: int | None) -> None:
-        """Anneal over `max_epochs` epochs (the trainer's `max_epochs`)."""
-        if max_epochs is None or max_epochs <= 0:
-            raise ValueError(
-                f"CosineAnnealingToMaxEpochs needs a finite trainer.max_epochs (got {max_epochs}); "
-                "set trainer.max_epochs or model.init_args.lr_scheduler.init_args.T_max"
-            )
-        self.T_max = max_epochs
-
-    def get_lr(self) -> list[float]:
-        # The scheduler's construction steps once to epoch 0, where the base rates need no period.
-        if self.T_max is None and self.last_epoch > 0:
-            raise ValueError(
-                "CosineAnnealingToMaxEpochs has no period: give T_max, or let "
-                "MultiDomainClassifier.configure_optimizers set it from trainer.max_epochs"
-            )
-        return super().get_lr()
-
-
-def sgd_recipe(params: Iterable) -> torch.optim.Optimizer:
-    """The SRM paper's optimizer: SGD, lr 0.1 (batch 256), momentum 0.9, weight decay 1e-4."""
-    return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4)
 
 
 class MultiDomainClassifier(pl.LightningModule):
@@ -95,7 +52,7 @@ class MultiDomainClassifier(pl.LightningModule):
         weights: str | None = None,
         num_classes: int = 65,
         domain_names: list[str] | None = None,
-        head_domains: list[str] | None = None,
+        trained_domains: list[str] | None = None,
         class_names: list[str] | None = None,
         image_size: int = 224,
         shared_head: bool = False,
@@ -125,7 +82,7 @@ class MultiDomainClassifier(pl.LightningModule):
             torchvision's cache, a local state-dict file, or null for random initialisation.
         num_classes: classes shared by all domains (linked from the DataModule by the CLI).
         domain_names: every domain of the data, in order (linked from the DataModule).
-        head_domains: the domains with a classifier head (linked: the trained domains).
+        trained_domains: the domains with a classifier head (linked: the trained domains).
         class_names: class names, for reports (linked from the DataModule).
         image_size: training resolution (linked; global-extent Gather-Excite depends on it).
         shared_head: add a head shared by all domains; it also classifies unseen domains.
@@ -159,7 +116,7 @@ class MultiDomainClassifier(pl.LightningModule):
         if backbone_lr_multiplier <= 0:
             raise ValueError(f"model.backbone_lr_multiplier={backbone_lr_multiplier} must be > 0")
         self.domain_names = list(domain_names or ["default"])
-        self.head_domains = list(head_domains or self.domain_names)
+        self.trained_domains = list(trained_domains or self.domain_names)
         self.class_names = list(class_names or [str(i) for i in range(num_classes)])
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
@@ -176,7 +133,7 @@ class MultiDomainClassifier(pl.LightningModule):
             self.backbone.feature_dim,
             num_classes,
             self.domain_names,
-            head_domains=self.head_domains,
+            trained_domains=self.trained_domains,
             shared_head=shared_head,
         )
         if new_head_init not in ("mean", "fresh"):
@@ -205,7 +162,9 @@ class MultiDomainClassifier(pl.LightningModule):
             {stage: DomainAccuracy(self.domain_names, num_classes) for stage in ("val", "test")}
         )
         # Fed only when the DataModule adds the style-shifted loader (data.style_shift).
-        self.style_robustness = StyleRobustness(self.domain_names, self.head_domains, num_classes)
+        self.style_robustness = StyleRobustness(
+            self.domain_names, self.trained_domains, num_classes
+        )
         self.evaluation_results: dict[str, dict[str, torch.Tensor]] = {}
 
     @classmethod
@@ -377,7 +336,7 @@ class MultiDomainClassifier(pl.LightningModule):
         # Samples evaluated, summed over processes: equals the split's size when nothing is
         # dropped or counted twice (distributed samplers pad by repeating samples).
         metrics[f"{stage}/num_samples"] = float(sum(m.sum().item() for m in matrices.values()))
-        for key, value in summarize_domains(accuracies, self.head_domains).items():
+        for key, value in summarize_domains(accuracies, self.trained_domains).items():
             metrics[f"{stage}/{key}"] = value
         metrics.update(self.style_robustness.epoch_end(stage, accuracies))
         # Values are already synced across processes by torchmetrics; the mean goes to the bar.

@@ -52,7 +52,7 @@ MOVED_CLASS_PATHS = {
 LINKED_FROM_DATA = {
     "num_classes": "num_classes",
     "domain_names": "domain_names",
-    "trained_domain_names": "head_domains",
+    "trained_domains": "trained_domains",
     "class_names": "class_names",
     "image_size": "image_size",
 }

@@ -1,33 +1,18 @@
-"""Per-domain accuracy from torchmetrics confusion matrices, and the metric naming rule.
+"""Per-domain accuracy from torchmetrics confusion matrices.
 
 A confusion matrix per domain holds everything a stage reports: accuracy (trace / total),
 per-class accuracy (diagonal / row sums) and the number of samples seen; torchmetrics sums it
-across processes, so the numbers are the same on one GPU or many.
+across processes, so the numbers are the same on one GPU or many. Metric names are in
+`lightning_modules/names.py`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9_\-.]+")
-
-
-def metric_safe_name(name: str) -> str:
-    """The form of a domain or class name used in metric names, tags and module keys.
-
-    Every run of characters other than letters, digits, `_`, `-` and `.` becomes one `_`
-    (`Real World` -> `Real_World`), and dots become `_` too since torch module keys cannot hold
-    them. The same function serves MLflow metric names, head keys and artifact names.
-    """
-    safe = _UNSAFE.sub("_", name).replace(".", "_").strip("_")
-    if not safe:
-        raise ValueError(f"name {name!r} has no letters or digits to build a metric name from")
-    return safe
 
 
 class DomainAccuracy(nn.Module):
@@ -73,16 +58,16 @@ def per_class_accuracy(matrix: torch.Tensor) -> torch.Tensor:
 
 
 def summarize_domains(
-    accuracies: dict[str, float], selection_domains: Sequence[str]
+    accuracies: dict[str, float], trained_domains: Sequence[str]
 ) -> dict[str, float]:
     """`acc_mean`/`acc_worst` over the domains used for model selection (trained domains), and
     `acc_held_out_mean` over the others (held-out domains are never used to select a model)."""
     summary: dict[str, float] = {}
-    selected = [accuracies[d] for d in selection_domains if d in accuracies]
+    selected = [accuracies[d] for d in trained_domains if d in accuracies]
     if selected:
         summary["acc_mean"] = sum(selected) / len(selected)
         summary["acc_worst"] = min(selected)
-    held_out = [value for name, value in accuracies.items() if name not in selection_domains]
+    held_out = [value for name, value in accuracies.items() if name not in trained_domains]
     if held_out:
         summary["acc_held_out_mean"] = sum(held_out) / len(held_out)
     return summary

@@ -17,7 +17,8 @@ from matplotlib.figure import Figure
 from torch import nn
 from torchmetrics import Metric
 
-from lightning_modules.metrics import DomainAccuracy, accuracy_from_confusion, metric_safe_name
+from lightning_modules.metrics import DomainAccuracy, accuracy_from_confusion
+from lightning_modules.names import metric_safe_name
 from lightning_modules.tracking import find_mlflow_logger
 
 #: `dataloader_idx` of the style-shifted set in validation and test (the plain set is 0).
@@ -29,14 +30,14 @@ ARTIFACT_FOLDER = "style_robustness"
 def style_summary(
     style_accuracies: dict[str, float],
     plain_accuracies: dict[str, float],
-    selection_domains: Sequence[str],
+    trained_domains: Sequence[str],
 ) -> dict[str, float]:
     """`style_acc_mean` over the selection domains and `style_robustness` (its ratio to the plain
     `acc_mean` over the same domains); robustness is left out when the plain mean is 0."""
     summary: dict[str, float] = {}
     pairs = [
         (style_accuracies[d], plain_accuracies[d])
-        for d in selection_domains
+        for d in trained_domains
         if d in style_accuracies and d in plain_accuracies
     ]
     if not pairs:
@@ -114,25 +115,25 @@ class StyleRobustness(nn.Module):
     def __init__(
         self,
         domain_names: Sequence[str],
-        head_domains: Sequence[str],
+        trained_domains: Sequence[str],
         num_classes: int,
         stages: Sequence[str] = ("val", "test"),
     ) -> None:
         """Args:
         domain_names: every domain of the data, in the DataModule's order.
-        head_domains: the domains with a head (model selection uses them, as for acc_mean).
+        trained_domains: the domains with a head (model selection uses them, as for acc_mean).
         num_classes: classes shared by all domains.
         stages: the stages that evaluate.
         """
         super().__init__()
         self.domain_names = list(domain_names)
-        self.head_domains = list(head_domains)
+        self.trained_domains = list(trained_domains)
         self.shifted = nn.ModuleDict(
             {stage: DomainAccuracy(self.domain_names, num_classes) for stage in stages}
         )
         self.cross_domain = nn.ModuleDict(
             {
-                stage: CrossDomainAccuracy(len(self.head_domains), len(self.domain_names))
+                stage: CrossDomainAccuracy(len(self.trained_domains), len(self.domain_names))
                 for stage in stages
             }
         )
@@ -176,7 +177,7 @@ class StyleRobustness(nn.Module):
             f"{stage}/style_acc/{metric_safe_name(name)}": value
             for name, value in style_accuracies.items()
         }
-        summary = style_summary(style_accuracies, plain_accuracies, self.head_domains)
+        summary = style_summary(style_accuracies, plain_accuracies, self.trained_domains)
         metrics.update({f"{stage}/{key}": value for key, value in summary.items()})
         return metrics
 
@@ -198,12 +199,12 @@ class StyleRobustness(nn.Module):
         if logger is None:
             return
         figure = cross_domain_figure(
-            matrix, self.head_domains, self.domain_names, f"{stage}: head accuracy per domain"
+            matrix, self.trained_domains, self.domain_names, f"{stage}: head accuracy per domain"
         )
         path = f"{ARTIFACT_FOLDER}/{artifact_name}"
         logger.experiment.log_figure(logger.run_id, figure, f"{path}.png")
         table = {
-            "heads": self.head_domains,
+            "heads": self.trained_domains,
             "domains": self.domain_names,
             # NaN (a domain without samples) is not JSON: None instead.
             "accuracy": [[v if v == v else None for v in row] for row in matrix.tolist()],

@@ -203,7 +203,7 @@ def prepare(
         "encoding": encoding_settings,
         "class_names": list(datamodule.class_names),
         "domain_names": list(datamodule.domain_names),
-        "trained_domain_names": list(datamodule.trained_domain_names),
+        "trained_domains": list(datamodule.trained_domains),
         "splits": {s: len(v) for s, v in datamodule.split_samples.items() if len(v)},
         "done": [],
         "complete": False,

@@ -43,9 +43,9 @@ from torch import Tensor, nn
 from lightning_modules.metrics import (
     DomainAccuracy,
     accuracy_from_confusion,
-    metric_safe_name,
     summarize_domains,
 )
+from lightning_modules.names import metric_safe_name
 
 #: The ranking rules, in the order they are evaluated and drawn.
 RULES = ("gate", "random")
@@ -182,7 +182,7 @@ def evaluate_domains(
     """Per-domain accuracy of a `MultiDomainClassifier`, as its validation computes it.
 
     Args:
-        model: The classifier (`domain_names`, `head_domains`, `forward(images, domain_index)`,
+        model: The classifier (`domain_names`, `trained_domains`, `forward(images, domain_index)`,
             `hparams.num_classes`).
         loader: Batches of (uint8 images, labels, domain_index); None batches are skipped.
         normalize: The DataModule's `on_after_batch_transfer`, called as `normalize(batch, 0)`
@@ -216,7 +216,7 @@ def evaluate_domains(
     matrices = metric.confusion_matrices()
     accuracies = {name: accuracy_from_confusion(m).item() for name, m in matrices.items()}
     results = {f"acc/{metric_safe_name(name)}": value for name, value in accuracies.items()}
-    results.update(summarize_domains(accuracies, model.head_domains))
+    results.update(summarize_domains(accuracies, model.trained_domains))
     results["num_samples"] = float(sum(m.sum().item() for m in matrices.values()))
     return results
 

@@ -18,7 +18,8 @@ from lightning_modules.callbacks.charts import (
     per_class_accuracy_csv,
 )
 from lightning_modules.callbacks.contracts import EvaluatedModel, require
-from lightning_modules.metrics import accuracy_from_confusion, metric_safe_name
+from lightning_modules.metrics import accuracy_from_confusion
+from lightning_modules.names import metric_safe_name
 from lightning_modules.tracking import find_mlflow_logger
 
 NUM_PARAMETERS_KEY = "model/num_parameters"

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lightning_modules.metrics import metric_safe_name
+from lightning_modules.names import metric_safe_name
 
 
 class MultiDomainHead(nn.Module):
@@ -25,29 +25,34 @@ class MultiDomainHead(nn.Module):
         in_features: int,
         num_classes: int,
         domain_names: Sequence[str],
-        head_domains: Sequence[str] | None = None,
+        trained_domains: Sequence[str] | None = None,
         shared_head: bool = False,
     ) -> None:
         """Args:
         in_features: dimension of the backbone's pooled features.
         num_classes: number of classes shared by all domains.
         domain_names: every domain the data may contain, in the DataModule's order.
-        head_domains: the domains that get a head (default: all of `domain_names`).
+        trained_domains: the domains that get a head (default: all of `domain_names`).
         shared_head: add one more head trained on every domain's samples.
         """
         super().__init__()
         self.domain_names = list(domain_names)
-        head_domains = list(self.domain_names if head_domains is None else head_domains)
-        unknown = sorted(set(head_domains) - set(self.domain_names))
+        trained_domains = list(self.domain_names if trained_domains is None else trained_domains)
+        unknown = sorted(set(trained_domains) - set(self.domain_names))
         if unknown:
             raise ValueError(f"head domains {unknown} are not in domain_names {self.domain_names}")
-        self.head_domains = head_domains
+        self.trained_domains = trained_domains
         self.heads = nn.ModuleDict(
-            {metric_safe_name(name): nn.Linear(in_features, num_classes) for name in head_domains}
+            {
+                metric_safe_name(name): nn.Linear(in_features, num_classes)
+                for name in trained_domains
+            }
         )
         self.shared = nn.Linear(in_features, num_classes) if shared_head else None
         # domain index -> head index, -1 for domains without a head
-        routing = [head_domains.index(n) if n in head_domains else -1 for n in self.domain_names]
+        routing = [
+            trained_domains.index(n) if n in trained_domains else -1 for n in self.domain_names
+        ]
         self.register_buffer("routing", torch.tensor(routing, dtype=torch.long), persistent=False)
 
     def all_domain_logits(self, features: torch.Tensor) -> torch.Tensor:

@@ -96,7 +96,7 @@ def test_missing_domain_folder_is_named(tmp_path: Path) -> None:
 def test_leave_one_domain_out_holds_the_domain_out_of_training(officehome_root: Path) -> None:
     data = build(officehome_root, held_out_domains=["art"])
     assert data.held_out_domains == ["Art"]
-    assert data.trained_domain_names == ["Clipart", "Product", "Real World"]
+    assert data.trained_domains == ["Clipart", "Product", "Real World"]
     assert data.protocol == "leave_out_Art"
     art = data.domain_names.index("Art")
     assert not any(s.domain_index == art for s in data.split_samples["train"])

@@ -40,7 +40,7 @@ def test_train_on_sin_evaluates_both_with_official_splits(roots) -> None:
     sin, imagenet = roots
     data = build(root=sin, imagenet_root=imagenet, train_on="sin")
     assert data.domain_names == ["stylized", "imagenet"]
-    assert data.trained_domain_names == ["stylized"]
+    assert data.trained_domains == ["stylized"]
     assert data.class_names == list(WNIDS) and data.num_classes == 3
     assert data.split_counts() == {
         "train": {"stylized": 12, "imagenet": 0},
@@ -66,7 +66,7 @@ def test_train_on_sin_evaluates_both_with_official_splits(roots) -> None:
 def test_train_on_in_and_both(roots, train_on, trained, train_counts) -> None:
     sin, imagenet = roots
     data = build(root=sin, imagenet_root=imagenet, train_on=train_on)
-    assert data.trained_domain_names == trained
+    assert data.trained_domains == trained
     assert data.split_counts()["train"] == train_counts
 
 

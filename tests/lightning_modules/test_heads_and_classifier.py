@@ -9,11 +9,11 @@ from lightning_modules.classifier import MultiDomainClassifier
 from lightning_modules.cli import StylebenchCLI
 from lightning_modules.metrics import (
     DomainAccuracy,
-    metric_safe_name,
     per_class_accuracy,
     summarize_domains,
 )
 from lightning_modules.models.heads import MultiDomainHead
+from lightning_modules.names import metric_safe_name
 
 
 def test_metric_safe_name_is_consistent() -> None:
@@ -39,7 +39,9 @@ def test_each_sample_goes_through_its_own_domains_head() -> None:
 
 def test_unseen_domain_uses_mean_of_head_probabilities() -> None:
     torch.manual_seed(0)
-    head = MultiDomainHead(8, 3, ["Art", "Clipart", "Product"], head_domains=["Clipart", "Product"])
+    head = MultiDomainHead(
+        8, 3, ["Art", "Clipart", "Product"], trained_domains=["Clipart", "Product"]
+    )
     features = torch.randn(5, 8)
     unseen = torch.zeros(5, dtype=torch.long)  # Art has no head
     probabilities = head(features, unseen).softmax(dim=1)
@@ -50,7 +52,7 @@ def test_unseen_domain_uses_mean_of_head_probabilities() -> None:
 
 
 def test_unseen_domain_uses_shared_head_when_present() -> None:
-    head = MultiDomainHead(8, 3, ["Art", "Clipart"], head_domains=["Clipart"], shared_head=True)
+    head = MultiDomainHead(8, 3, ["Art", "Clipart"], trained_domains=["Clipart"], shared_head=True)
     features = torch.randn(2, 8)
     torch.testing.assert_close(head(features, torch.tensor([0, 0])), head.shared(features))
 
@@ -64,7 +66,7 @@ def test_domain_accuracy_counts_per_domain_and_summary_uses_trained_domains() ->
     assert {n: int(m.sum()) for n, m in matrices.items()} == {"A": 2, "B": 1, "C": 2}
     accuracies = {n: (m.diagonal().sum() / m.sum()).item() for n, m in matrices.items()}
     assert accuracies == {"A": 1.0, "B": 0.0, "C": 0.5}
-    summary = summarize_domains(accuracies, selection_domains=["A", "B"])
+    summary = summarize_domains(accuracies, trained_domains=["A", "B"])
     assert summary == {"acc_mean": 0.5, "acc_worst": 0.0, "acc_held_out_mean": 0.5}
     per_class = per_class_accuracy(matrices["C"])
     assert per_class[0].item() == 0.5 and torch.isnan(per_class[1])  # class 1 has no sample

@@ -11,7 +11,8 @@ import pytest
 import torch
 from pytorch_lightning import Trainer
 
-from lightning_modules.classifier import CosineAnnealingToMaxEpochs, MultiDomainClassifier
+from lightning_modules.classifier import MultiDomainClassifier
+from lightning_modules.optimization import CosineAnnealingToMaxEpochs
 
 
 def build_model(scheduler) -> MultiDomainClassifier:

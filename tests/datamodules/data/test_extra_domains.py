@@ -51,7 +51,7 @@ def test_image_folder_domain_is_trained_like_a_built_in_one(demo_root, tmp_path)
     sketch = copy_domain(demo_root, "Clipart", tmp_path / "Sketch")
     data = make_datamodule(demo_root, extra_domains=[ExtraDomain("Sketch", root=str(sketch))])
     assert data.domain_names == ["Art", "Product", "Sketch"]
-    assert data.trained_domain_names == ["Art", "Product", "Sketch"]
+    assert data.trained_domains == ["Art", "Product", "Sketch"]
     counts = data.split_counts()
     assert counts["train"]["Sketch"] + counts["val"]["Sketch"] == 3 * 12
 
@@ -127,13 +127,13 @@ def test_roles_held_out_and_target(demo_root, tmp_path) -> None:
     held_out = make_datamodule(
         demo_root, extra_domains=[ExtraDomain("Sketch", root=str(sketch), role="held_out")]
     )
-    assert held_out.trained_domain_names == ["Art", "Product"]
+    assert held_out.trained_domains == ["Art", "Product"]
     assert held_out.held_out_domains == ["Sketch"]
 
     data = make_datamodule(
         demo_root, extra_domains=[ExtraDomain("Sketch", root=str(sketch), role="target")]
     )
-    assert data.trained_domain_names == ["Art", "Product"]
+    assert data.trained_domains == ["Art", "Product"]
     assert data.protocol == "Art+Product_to_Sketch"
     sketch_index = data.domain_names.index("Sketch")
     assert all(s.domain_index != sketch_index for s in data.split_samples["train"])
@@ -155,7 +155,7 @@ def test_roles_held_out_and_target(demo_root, tmp_path) -> None:
 
 def test_target_domains_of_the_dataset_itself(demo_root) -> None:
     data = make_datamodule(demo_root, domains=["Art", "Clipart"], target_domains=["Clipart"])
-    assert data.trained_domain_names == ["Art"]
+    assert data.trained_domains == ["Art"]
     with pytest.raises(ValueError, match="target_domains"):
         make_datamodule(demo_root, target_domains=["Sketch"]).setup("fit")
 

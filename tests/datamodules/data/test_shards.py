@@ -88,7 +88,7 @@ def test_datamodule_on_shards_has_the_same_splits_classes_and_domains(prepared) 
     tree, shards = demo(cache), demo(cache, prepared=str(output))
     assert shards.class_names == tree.class_names
     assert shards.domain_names == tree.domain_names
-    assert shards.trained_domain_names == tree.trained_domain_names
+    assert shards.trained_domains == tree.trained_domains
     assert shards.split_counts() == tree.split_counts()
     shards.setup("fit")
     val = shards.datasets["val"]

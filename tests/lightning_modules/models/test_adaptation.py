@@ -63,7 +63,7 @@ def tiny_dann_model() -> MultiDomainClassifier:
         weights=None,
         num_classes=3,
         domain_names=["Art", "Clipart"],
-        head_domains=["Art"],
+        trained_domains=["Art"],
         image_size=32,
         adaptation="dann",
         discriminator_hidden_features=16,
