@@ -9,8 +9,6 @@ checks them against the constructor's signature and names the valid ones.
 
 from __future__ import annotations
 
-import inspect
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +22,7 @@ from lightning_modules.models.recalibration.gather_excite import (
 from lightning_modules.models.recalibration.mssar import MultiScaleSpatiallyAsymmetricRecalibration
 from lightning_modules.models.recalibration.squeeze_excite import SqueezeExcite
 from lightning_modules.models.recalibration.srm import StyleRecalibration, srm_gate_reference
+from lightning_modules.options import check_options, constructor_options, format_options
 
 RECALIBRATION_MODULES: dict[str, type[RecalibrationModule]] = {
     "none": NoRecalibration,
@@ -97,12 +96,7 @@ def module_option_defaults(module_class: type[RecalibrationModule]) -> dict[str,
     Returns:
         `{option: default}`; an option without a default maps to `inspect.Parameter.empty`.
     """
-    parameters = list(inspect.signature(module_class.__init__).parameters.values())[2:]
-    return {
-        p.name: p.default
-        for p in parameters
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    }
+    return constructor_options(module_class, positional=1)
 
 
 def check_module_options(
@@ -121,19 +115,13 @@ def check_module_options(
     Raises:
         ValueError: If an option is not a keyword argument of the constructor.
     """
-    valid = module_option_defaults(module_class)
-    unknown = sorted(set(options) - set(valid))
-    if not unknown:
-        return
-    listed = ", ".join(
-        key if default is inspect.Parameter.empty else f"{key}={default!r}"
-        for key, default in valid.items()
-    )
     label = f"{name!r} ({module_class.__name__})" if name else module_class.__name__
-    raise ValueError(
-        f"Recalibration module {label} has no option {', '.join(map(repr, unknown))}; "
-        f"valid options: {listed or 'none'}. They are set with "
-        "model.init_args.recalibration_kwargs (create_backbone's recalibration_kwargs)."
+    check_options(
+        module_class,
+        options,
+        label=f"Recalibration module {label}",
+        setting="model.init_args.recalibration_kwargs (create_backbone's recalibration_kwargs)",
+        positional=1,
     )
 
 
@@ -158,24 +146,12 @@ def format_module_options(name: str | None, options: Mapping[str, Any] | None) -
     module_class = recalibration_class(name)
     options = dict(options or {})
     check_module_options(module_class, options, name)
-    defaults = module_option_defaults(module_class)
-    pairs = []
-    for key in sorted(options):
-        value = options[key]
-        if key in module_class.implementation_options or _same_value(value, defaults[key]):
-            continue
-        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-        pairs.append(f"{key}={text}")
-    return ",".join(pairs)
-
-
-def _same_value(value: Any, default: Any) -> bool:
-    # A YAML list equals the default tuple it replaces (MS-SAR's scales); 1 equals 1.0.
-    if isinstance(value, list | tuple) and isinstance(default, list | tuple):
-        return list(value) == list(default)
-    if isinstance(value, bool) or isinstance(default, bool):
-        return value is default
-    return value == default
+    return format_options(
+        module_class,
+        options,
+        positional=1,
+        implementation_options=module_class.implementation_options,
+    )
 
 
 __all__ = [
