@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -9,19 +10,20 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
-from pytorch_lightning.utilities import rank_zero_info
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_modules.checkpoint_migration import migrate_checkpoint
+from lightning_modules.growth import grow_from_checkpoint
+from lightning_modules.methods import (
+    MethodOutput,
+    TrainingBatch,
+    create_method,
+    format_method_options,
+)
 from lightning_modules.metrics import (
     DomainAccuracy,
     accuracy_from_confusion,
     summarize_domains,
-)
-from lightning_modules.models.adaptation import (
-    ADAPTATION_METHODS,
-    DomainDiscriminator,
-    dann_loss,
-    dann_schedule,
 )
 from lightning_modules.models.backbones import create_backbone
 from lightning_modules.models.heads import MultiDomainHead
@@ -65,9 +67,8 @@ class MultiDomainClassifier(pl.LightningModule):
         compile: bool = False,
         init_from_checkpoint: str | None = None,
         new_head_init: str = "mean",
-        adaptation: str | None = None,
-        adaptation_weight: float = 1.0,
-        discriminator_hidden_features: int = 1024,
+        method: str = "erm",
+        method_kwargs: dict[str, Any] | None = None,
     ) -> None:
         """Args:
         backbone: registered backbone name (resnet18/34/50/101, CIFAR-style resnet20/32/56/110).
@@ -104,12 +105,13 @@ class MultiDomainClassifier(pl.LightningModule):
         new_head_init: how the heads of new domains start: `mean` (the mean of the
             checkpoint's heads, i.e. the unseen-domain prediction as a starting point) or
             `fresh` (random, like any new head).
-        adaptation: unsupervised domain adaptation to the DataModule's `target_domains`: null
-            (targets are only evaluated) or `dann` (gradient reversal and a domain
-            discriminator on the backbone features, Ganin et al. 2016).
-        adaptation_weight: scale of the reversed gradient; it is multiplied by Ganin et al.'s
-            schedule 2 / (1 + exp(-10 p)) - 1 over training progress p.
-        discriminator_hidden_features: width of the domain discriminator's hidden layers.
+        method: training method, a name registered in `lightning_modules/methods/`: `erm`
+            (empirical risk minimisation) or `dann` (unsupervised adaptation to the
+            DataModule's `target_domains`: gradient reversal and a domain discriminator,
+            Ganin et al. 2016).
+        method_kwargs: the method's options, e.g. `{weight: 1.0, hidden_features: 1024}` for
+            `dann`; a key the method lacks fails when the model is built, naming the valid
+            ones.
         """
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"], logger=False)
@@ -138,21 +140,19 @@ class MultiDomainClassifier(pl.LightningModule):
         )
         if new_head_init not in ("mean", "fresh"):
             raise ValueError(f"model.new_head_init={new_head_init!r}; valid choices: mean, fresh")
-        if adaptation is not None and adaptation not in ADAPTATION_METHODS:
-            raise ValueError(
-                f"model.adaptation={adaptation!r}; valid choices: null, "
-                + ", ".join(ADAPTATION_METHODS)
-            )
-        self.discriminator = (
-            DomainDiscriminator(self.backbone.feature_dim, discriminator_hidden_features)
-            if adaptation == "dann"
-            else None
-        )
+        #: The training method (`model.method`: its parameters and buffers are checkpointed).
+        self.method = create_method(method, method_kwargs)
+        self.method.attach(self)
+        #: The method's options that make it a variant, `key=value,...` ('' for the defaults).
+        self.method_options = format_method_options(method, method_kwargs)
+        self.automatic_optimization = not self.method.manual_optimization
         # Heads created for domains the checkpoint lacks (set by _init_from_checkpoint).
         self.grown_heads: list[str] = []
         if init_from_checkpoint:
             # Before channels_last/compile, which must see the loaded weights.
-            self._init_from_checkpoint(init_from_checkpoint, new_head_init)
+            self.grown_heads = grow_from_checkpoint(self, init_from_checkpoint, new_head_init)
+        for stage, layer in self.method.stage_layers().items():
+            self.backbone.add_stage_layer(stage, layer)
         if channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         if compile:
@@ -173,18 +173,39 @@ class MultiDomainClassifier(pl.LightningModule):
 
         Its state dict replaces pretrained weights and any parent checkpoint, so neither is
         read (`weights`, `init_from_checkpoint` are cleared), and it is not compiled; the file is
-        loaded with `weights_only=True`, so it cannot run code.
+        loaded with `weights_only=True`, so it cannot run code. Checkpoints of earlier versions
+        are read with their settings renamed (`lightning_modules/checkpoint_migration.py`).
         """
         if not Path(ckpt_path).is_file():
             raise FileNotFoundError(f"checkpoint {ckpt_path} does not exist")
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        buffer = io.BytesIO()
+        torch.save(migrate_checkpoint(checkpoint), buffer)
+        buffer.seek(0)
         return cls.load_from_checkpoint(
-            ckpt_path,
+            buffer,
             map_location="cpu",
             weights_only=True,
             weights=None,
             init_from_checkpoint=None,
             compile=False,
         )
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Resuming a checkpoint of an earlier version: its state keys as this version names them.
+        migrate_checkpoint(checkpoint)
+
+    def variant_name(self) -> str:
+        """`<module>[<options>]` and, for a method other than ERM, `+<method>[<options>]`:
+        what the model is, as run names and tables show it (`srm+coral[mmd_gamma=0.5]`)."""
+        name = self.hparams.recalibration
+        if self.module_options:
+            name += f"[{self.module_options}]"
+        if self.hparams.method != "erm":
+            name += f"+{self.hparams.method}"
+            if self.method_options:
+                name += f"[{self.method_options}]"
+        return name
 
     # ----- forward ------------------------------------------------------------------------------
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -197,18 +218,24 @@ class MultiDomainClassifier(pl.LightningModule):
     def forward(self, images: torch.Tensor, domain_index: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images), domain_index)
 
-    def _step(self, batch, features: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        """(loss, logits, labels, domain_index, features) of a batch (`features`: the batch's
-        backbone features when already computed)."""
-        images, labels, domain_index = batch
-        if features is None:
-            features = self.features(images)
-        logits = self.head(features, domain_index)
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+    def classification_loss(
+        self, features: torch.Tensor, labels: torch.Tensor, domains: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cross-entropy, logits) of features through each sample's own head; in training,
+        plus the shared head's cross-entropy when the model has one."""
+        smoothing = self.hparams.label_smoothing
+        logits = self.head(features, domains)
+        loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
         if self.head.shared is not None and self.training:
-            loss = loss + F.cross_entropy(
-                self.head.shared(features), labels, label_smoothing=self.hparams.label_smoothing
-            )
+            shared_logits = self.head.shared(features)
+            loss = loss + F.cross_entropy(shared_logits, labels, label_smoothing=smoothing)
+        return loss, logits
+
+    def _step(self, batch) -> tuple[torch.Tensor, ...]:
+        """(loss, logits, labels, domain_index, features) of an evaluation batch."""
+        images, labels, domain_index = batch
+        features = self.features(images)
+        loss, logits = self.classification_loss(features, labels, domain_index)
         return loss, logits, labels, domain_index, features
 
     # ----- stages -------------------------------------------------------------------------------
@@ -218,88 +245,48 @@ class MultiDomainClassifier(pl.LightningModule):
             batch, target = batch["source"], batch["target"]
         if batch is None:  # every sample skipped: returning None skips the optimizer step
             return None
-        loss, logits, labels = self._training_loss(batch, target)
+        images, labels, domains = batch
+        # Only the target images are used: their labels (all `UNLABELLED`) never reach a loss.
+        step = TrainingBatch(images, labels, domains, None if target is None else target[0])
+        if self.automatic_optimization:
+            output = self.method.training_loss(self, step)
+        else:
+            output = self.method.manual_training_step(self, step)
+        self._check_finite(output.loss, batch_idx)
+        self._log_training(output)
+        return output.loss if self.automatic_optimization else None
+
+    def _check_finite(self, loss: torch.Tensor, batch_idx: int) -> None:
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training loss is {loss.item()} at global step {self.global_step} "
                 f"(epoch {self.current_epoch}, batch {batch_idx}); lower the learning rate or "
                 "check the data. The last checkpoint written before this step is kept."
             )
-        self.train_accuracy(logits.argmax(dim=1), labels)
-        batch_size = len(labels)
+
+    def _log_training(self, output: MethodOutput) -> None:
+        batch_size = len(output.labels)
         self.log(
-            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size
+            "train/loss",
+            output.loss,
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch_size,
         )
-        self.log("train/acc", self.train_accuracy, on_step=False, on_epoch=True, prog_bar=True)
-        return loss
+        if output.logits is not None:
+            self.train_accuracy(output.logits.argmax(dim=1), output.labels)
+            self.log("train/acc", self.train_accuracy, on_step=False, on_epoch=True, prog_bar=True)
+        for name, value in output.metrics.items():
+            self.log(f"train/{name}", value, on_step=True, on_epoch=True, batch_size=batch_size)
 
-    def _training_loss(self, batch, target) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(loss, logits, labels) of the labelled batch; with `adaptation: dann` and a target
-        batch, plus the domain loss. Only the target images are used: their labels (all
-        `UNLABELLED`) never reach a loss."""
-        if self.discriminator is None or target is None:
-            loss, logits, labels, *_ = self._step(batch)
-            return loss, logits, labels
-        source_images, target_images = batch[0], target[0]
-        # One backbone pass over both, as in the paper: BatchNorm sees source and target alike.
-        features = self.features(torch.cat([source_images, target_images]))
-        source_features, target_features = features.split([len(source_images), len(target_images)])
-        loss, logits, labels, *_ = self._step(batch, features=source_features)
-        weight = self.hparams.adaptation_weight * dann_schedule(self._training_progress())
-        domain_loss, domain_accuracy = dann_loss(
-            self.discriminator, source_features, target_features, weight
-        )
-        size = len(features)
-        self.log("train/domain_loss", domain_loss, on_step=True, on_epoch=True, batch_size=size)
-        self.log("train/domain_acc", domain_accuracy, on_epoch=True, batch_size=size)
-        self.log("train/adaptation_weight", weight, on_step=True, on_epoch=False)
-        return loss + domain_loss, logits, labels
-
-    def _training_progress(self) -> float:
-        """Fraction of the optimizer steps done, for the adaptation schedule (1 off-trainer)."""
+    def training_progress(self) -> float:
+        """Fraction of the optimizer steps done, for methods' schedules (1 off-trainer)."""
         trainer = self._trainer
         if trainer is None:
             return 1.0
         total = trainer.estimated_stepping_batches
         return self.global_step / total if 0 < total < float("inf") else 1.0
-
-    def _init_from_checkpoint(self, path: str, new_head_init: str) -> None:
-        """Copy the checkpoint's backbone and heads unchanged; heads it lacks start as the mean
-        of its heads (`new_head_init: mean`) or stay freshly initialised."""
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"model.init_from_checkpoint: {path} does not exist")
-        # weights_only: a checkpoint from elsewhere cannot run code when loaded.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        state = checkpoint.get("state_dict", checkpoint)
-        own = self.state_dict()
-        missing = sorted(k for k in own if k.startswith("backbone.") and k not in state)
-        if missing:
-            raise ValueError(
-                f"model.init_from_checkpoint: {path} lacks backbone weights {missing[:5]} "
-                f"({len(missing)} in all); use the checkpoint's backbone and recalibration"
-            )
-        loaded = {}
-        for key, value in state.items():
-            if key.startswith(("backbone.", "head.", "discriminator.")) and key in own:
-                if value.shape != own[key].shape:
-                    raise ValueError(
-                        f"model.init_from_checkpoint: {key} has shape {tuple(value.shape)} in "
-                        f"{path} but {tuple(own[key].shape)} here (different num_classes?)"
-                    )
-                loaded[key] = value
-        old_heads = sorted({key.split(".")[2] for key in state if key.startswith("head.heads.")})
-        self.grown_heads = [name for name in self.head.heads if name not in old_heads]
-        if new_head_init == "mean" and old_heads:
-            for name in self.grown_heads:
-                for parameter in ("weight", "bias"):
-                    stacked = torch.stack([state[f"head.heads.{o}.{parameter}"] for o in old_heads])
-                    loaded[f"head.heads.{name}.{parameter}"] = stacked.mean(dim=0)
-        own.update(loaded)
-        self.load_state_dict(own)
-        rank_zero_info(
-            f"Loaded backbone and heads {old_heads} from {path}; new heads "
-            f"{self.grown_heads} ({new_head_init})"
-        )
 
     def _evaluation_step(self, batch, stage: str, dataloader_idx: int = 0) -> None:
         if batch is None:  # every sample skipped (data.on_bad_image: skip)
@@ -408,26 +395,40 @@ class MultiDomainClassifier(pl.LightningModule):
                 "lr_multiplier": multiplier,
             },
             {"name": "heads", "params": list(self.head.parameters()), "lr_multiplier": 1.0},
-            {
-                "name": "discriminator",
-                "params": list(self.discriminator.parameters()) if self.discriminator else [],
-                "lr_multiplier": 1.0,
-            },
+            *self.method.parameter_groups(),
         ]
         return [group for group in groups if group["params"]]
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameter_groups())
-        for group in optimizer.param_groups:
-            group["lr"] = group["lr"] * group["lr_multiplier"]
-            if group["lr"] <= 0:
-                raise ValueError(
-                    f"learning rate of parameter group {group['name']!r} is {group['lr']}; "
-                    "model.optimizer.init_args.lr (and backbone_lr_multiplier) must be positive"
-                )
+        """The method's optimizer(s) over `parameter_groups()`, each group's learning rate times
+        its `lr_multiplier`, and the scheduler (one per optimizer), stepped every epoch."""
+        optimizers = self.method.configure_optimizers(
+            self, self.optimizer_factory, self.parameter_groups()
+        )
+        for optimizer in optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = group["lr"] * group.get("lr_multiplier", 1.0)
+                if group["lr"] <= 0:
+                    raise ValueError(
+                        f"learning rate of parameter group {group.get('name')!r} is "
+                        f"{group['lr']}; model.optimizer.init_args.lr (and "
+                        "backbone_lr_multiplier) must be positive"
+                    )
         if self.lr_scheduler_factory is None:
-            return optimizer
-        scheduler = self.lr_scheduler_factory(optimizer)
-        if isinstance(scheduler, CosineAnnealingToMaxEpochs) and scheduler.T_max is None:
-            scheduler.set_period(self.trainer.max_epochs)
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+            return optimizers[0] if len(optimizers) == 1 else optimizers
+        configured = []
+        for optimizer in optimizers:
+            scheduler = self.lr_scheduler_factory(optimizer)
+            if isinstance(scheduler, CosineAnnealingToMaxEpochs) and scheduler.T_max is None:
+                scheduler.set_period(self.trainer.max_epochs)
+            configured.append({"optimizer": optimizer, "lr_scheduler": scheduler})
+        return configured[0] if len(configured) == 1 else configured
+
+    def on_train_epoch_end(self) -> None:
+        # Lightning steps schedulers itself only under automatic optimisation.
+        if self.automatic_optimization:
+            return
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            if scheduler is not None:
+                scheduler.step()

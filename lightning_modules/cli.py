@@ -88,6 +88,13 @@ def check_settings(model: MultiDomainClassifier, datamodule: MultiDomainDataModu
             raise ValueError(
                 f"data.init_args.{name} is {value!r}; it must be a positive whole number"
             )
+    method = getattr(model, "method", None)
+    if method is not None and method.needs_target_domains and not datamodule.target_domains:
+        raise ValueError(
+            f"model.init_args.method {model.hparams.method!r} adapts to unlabelled target "
+            "domains, and the data has none; set data.init_args.target_domains (e.g. "
+            "configs/officehome/art_to_clipart.yaml) or choose a method without targets"
+        )
     factory = getattr(model, "optimizer_factory", None)
     if factory is None:
         return
@@ -107,10 +114,28 @@ def check_settings(model: MultiDomainClassifier, datamodule: MultiDomainDataModu
             )
 
 
+#: Model settings that were replaced -> what to write instead.
+MOVED_SETTINGS = {
+    "adaptation": "model.init_args.method (e.g. `method: dann`)",
+    "adaptation_weight": "model.init_args.method_kwargs (`weight` of method dann)",
+    "discriminator_hidden_features": (
+        "model.init_args.method_kwargs (`hidden_features` of method dann)"
+    ),
+}
+
+
 def check_moved_class_paths(args: Sequence[str]) -> None:
-    """Fail with the new class path when a `--config` file or a command-line value names a
-    class that has moved (`MOVED_CLASS_PATHS`), instead of jsonargparse's import error."""
-    patterns = {old: re.compile(rf"\b{re.escape(old)}\b") for old in MOVED_CLASS_PATHS}
+    """Fail with the new name when a `--config` file or a command-line value names a class
+    that has moved (`MOVED_CLASS_PATHS`) or a model setting that was replaced
+    (`MOVED_SETTINGS`), instead of jsonargparse's import or unknown-key error."""
+    patterns = {
+        old: (re.compile(rf"\b{re.escape(old)}\b"), f"which has moved to {new}; replace it")
+        for old, new in MOVED_CLASS_PATHS.items()
+    }
+    for old, new in MOVED_SETTINGS.items():
+        # A YAML key on its own line, or a command-line `--model.init_args.<old>`.
+        pattern = re.compile(rf"(^\s*{old}\s*:|--model\.init_args\.{old}\b)", re.MULTILINE)
+        patterns[old] = (pattern, f"a setting that was replaced; use {new}")
     sources: list[tuple[str, str]] = []
     for index, arg in enumerate(args):
         value = arg.removeprefix("--config=") if arg.startswith("--config=") else None
@@ -121,12 +146,9 @@ def check_moved_class_paths(args: Sequence[str]) -> None:
         else:
             sources.append((f"command-line value {arg!r}", arg))
     for where, text in sources:
-        for old, pattern in patterns.items():
+        for old, (pattern, fix) in patterns.items():
             if pattern.search(text):
-                raise ValueError(
-                    f"{where} names {old}, which has moved to {MOVED_CLASS_PATHS[old]}; "
-                    "replace the class path"
-                )
+                raise ValueError(f"{where} names {old}, {fix}")
 
 
 def checkpoint_callbacks(args: dict[str, Any]) -> tuple[ModelCheckpoint, ModelCheckpoint | None]:
@@ -255,16 +277,14 @@ class StylebenchCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
     def run_name(self) -> str:
-        """`<backbone>-<module>-<protocol>`, and `-<subcommand>` except for `fit`.
+        """`<backbone>-<module>[+<method>]-<protocol>`, and `-<subcommand>` except for `fit`.
 
         A module variant (non-default `recalibration_kwargs`) is named `<module>[<options>]`,
-        e.g. `resnet50-srm[pooling=avg]-multi_domain`.
+        e.g. `resnet50-srm[pooling=avg]-multi_domain`; a training method other than ERM is
+        added the same way, e.g. `resnet50-srm+dann[weight=0.5]-Art_to_Clipart`.
         """
         hparams = self.model.hparams
-        module = hparams.recalibration
-        if self.model.module_options:
-            module = f"{module}[{self.model.module_options}]"
-        name = f"{hparams.backbone}-{module}-{self.datamodule.protocol}"
+        name = f"{hparams.backbone}-{self.model.variant_name()}-{self.datamodule.protocol}"
         return name if self.subcommand in (None, "fit") else f"{name}-{self.subcommand}"
 
     def _named_loggers(self, configured: Any, placeholders: Any) -> Any:
@@ -384,6 +404,9 @@ class StylebenchCLI(LightningCLI):
                     "module": model.hparams.recalibration,
                     # The variant's options, sorted `key=value` ('' for the defaults).
                     "module_options": model.module_options,
+                    "method": model.hparams.method,
+                    # The method's options, sorted `key=value` ('' for the defaults).
+                    "method_options": model.method_options,
                     "weights": model.hparams.weights or "scratch",
                     "seed": self.config[self.subcommand].get("seed_everything"),
                     "stage": self.subcommand,

@@ -1,4 +1,4 @@
-"""Unsupervised domain adaptation by backpropagation (DANN; Ganin & Lempitsky, ICML 2015,
+"""DANN: unsupervised domain adaptation by backpropagation (Ganin & Lempitsky, ICML 2015,
 arXiv:1409.7495; Ganin et al., JMLR 2016, arXiv:1505.07818).
 
 A domain discriminator learns to tell source features from target features; a gradient reversal
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ADAPTATION_METHODS = ("dann",)
+from lightning_modules.methods.base import MethodHost, MethodOutput, TrainingBatch, TrainingMethod
 
 
 class GradientReversal(torch.autograd.Function):
@@ -85,3 +85,67 @@ def dann_loss(
     loss = F.binary_cross_entropy_with_logits(logits, domain_labels)
     accuracy = ((logits > 0).float() == domain_labels).float().mean()
     return loss, accuracy
+
+
+class DANN(TrainingMethod):
+    """Domain-adversarial training to unlabelled targets (Ganin et al., JMLR 2016).
+
+    One backbone pass over the labelled source batch and the unlabelled target batch together
+    (BatchNorm sees both alike, as in the paper); the loss is the source cross-entropy plus the
+    discriminator's binary cross-entropy, with the gradient into the features reversed and
+    scaled by `weight * dann_schedule(progress)`. The discriminator is trained in the same
+    optimizer step, in its own parameter group (`discriminator`), at the heads' learning rate.
+    Logs `train/domain_loss`, `train/domain_acc` and `train/adaptation_weight`.
+    """
+
+    needs_target_domains = True
+
+    def __init__(self, weight: float = 1.0, hidden_features: int = 1024) -> None:
+        """Args:
+        weight: scale of the reversed gradient; it is multiplied by Ganin et al.'s schedule
+            2 / (1 + exp(-10 p)) - 1 over training progress p.
+        hidden_features: width of the domain discriminator's two hidden layers.
+        """
+        super().__init__()
+        if weight < 0:
+            raise ValueError(f"model.init_args.method_kwargs.weight={weight} must be >= 0")
+        self.weight = weight
+        self.hidden_features = hidden_features
+        self.discriminator: DomainDiscriminator | None = None
+
+    def attach(self, model: MethodHost) -> None:
+        self.discriminator = DomainDiscriminator(model.backbone.feature_dim, self.hidden_features)
+
+    def training_loss(self, model: MethodHost, batch: TrainingBatch) -> MethodOutput:
+        if batch.target_images is None:
+            raise ValueError(
+                "method dann needs unlabelled target images in every training batch; set "
+                "data.init_args.target_domains (e.g. configs/officehome/art_to_clipart.yaml)"
+            )
+        source_images, target_images = batch.images, batch.target_images
+        features = model.features(torch.cat([source_images, target_images]))
+        source_features, target_features = features.split([len(source_images), len(target_images)])
+        loss, logits = model.classification_loss(source_features, batch.labels, batch.domains)
+        weight = self.weight * dann_schedule(model.training_progress())
+        domain_loss, domain_accuracy = dann_loss(
+            self.discriminator, source_features, target_features, weight
+        )
+        return MethodOutput(
+            loss + domain_loss,
+            logits,
+            batch.labels,
+            metrics={
+                "domain_loss": domain_loss,
+                "domain_acc": domain_accuracy,
+                "adaptation_weight": weight,
+            },
+        )
+
+    def parameter_groups(self) -> list[dict]:
+        return [
+            {
+                "name": "discriminator",
+                "params": list(self.discriminator.parameters()),
+                "lr_multiplier": 1.0,
+            }
+        ]

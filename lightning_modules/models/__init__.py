@@ -1,1 +1,1 @@
-"""The networks: ResNet backbones, recalibration modules, classifier heads and DANN parts."""
+"""The networks: ResNet and DenseNet backbones, recalibration modules, classifier heads."""

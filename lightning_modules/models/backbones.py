@@ -169,6 +169,10 @@ class ResNetBackbone(RecalibratedBackbone):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
+    def stage_outputs(self) -> list[nn.Module]:
+        """The stem's last layer (max-pool; an identity in the CIFAR layout), then the stages."""
+        return [self.maxpool, *(getattr(self, name) for name in self.stage_names)]
+
     def forward(self, x: Tensor) -> Tensor:
         """Map images (B, 3, S, S) to pooled features (B, feature_dim)."""
         self.check_input_size(x)

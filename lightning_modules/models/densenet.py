@@ -247,6 +247,12 @@ class DenseNetBackbone(RecalibratedBackbone):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
+    def stage_outputs(self) -> list[nn.Module]:
+        """The stem's last layer, then each dense block (before its transition: the maps at
+        the block's resolution, as a ResNet stage's output is)."""
+        stem = self.features.pool0 if hasattr(self.features, "pool0") else self.features.conv0
+        return [stem, *(getattr(self.features, name) for name in self.stage_names)]
+
     def forward(self, x: Tensor) -> Tensor:
         """Map images (B, 3, S, S) to pooled features (B, feature_dim)."""
         self.check_input_size(x)

@@ -19,6 +19,20 @@ from lightning_modules.models.recalibration import (
 )
 
 
+class StageLayerHook:
+    """A forward hook that passes a module's output through a layer.
+
+    An object rather than a closure: `copy.deepcopy` of the backbone (weight averaging copies
+    the whole model) then gives the copy a hook on its own copy of the layer.
+    """
+
+    def __init__(self, layer: nn.Module) -> None:
+        self.layer = layer
+
+    def __call__(self, module: nn.Module, args: tuple, output: Tensor) -> Tensor:
+        return self.layer(output)
+
+
 def is_recalibration_key(key: str) -> bool:
     """Whether a state-dict key belongs to a recalibration module (`...recalibration.*`)."""
     return f".{RECALIBRATION_ATTRIBUTE}." in f".{key}"
@@ -86,6 +100,34 @@ class RecalibratedBackbone(nn.Module):
                 f"create_backbone(..., image_size={x.shape[-1]}) (square inputs), or use a "
                 "limited extent: recalibration_kwargs={'extent': 8}."
             )
+
+    def stage_outputs(self) -> list[nn.Module]:
+        """The modules whose outputs are "after stage i": index 0 the stem, then each stage
+        (subclasses list theirs; a training method's stage layers are placed on them)."""
+        raise NotImplementedError(f"{type(self).__name__} does not list its stages")
+
+    def add_stage_layer(self, stage: int, layer: nn.Module) -> None:
+        """Apply `layer` to the output of stage `stage` (0: the stem; 1..N: the stages), for
+        the style-statistics methods (MixStyle and its family) that sit between stages.
+
+        The layer is registered under `stage_layers` (parameter-free layers add no state-dict
+        keys, so checkpoints and pretrained weights are unaffected) and applied by a forward
+        hook, which works the same in ResNets and DenseNets and under `torch.compile`. It
+        sees the backbone's training flag through its own `training` attribute.
+        """
+        outputs = self.stage_outputs()
+        if not 0 <= stage < len(outputs):
+            raise ValueError(
+                f"stage {stage} does not exist in this {len(outputs) - 1}-stage backbone; "
+                f"valid stages: 0 (after the stem) to {len(outputs) - 1}"
+            )
+        if not hasattr(self, "stage_layers"):
+            self.stage_layers = nn.ModuleDict()
+        key = str(stage)
+        if key in self.stage_layers:
+            raise ValueError(f"stage {stage} already has a layer ({self.stage_layers[key]})")
+        self.stage_layers[key] = layer
+        outputs[stage].register_forward_hook(StageLayerHook(layer))
 
     def recalibration_modules(self) -> dict[str, RecalibrationModule]:
         """The recalibration module of every block, by its qualified name."""

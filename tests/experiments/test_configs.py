@@ -175,8 +175,8 @@ def test_dann_overlay_turns_the_source_only_baseline_into_dann() -> None:
     baseline = resolved("officehome", art_to_clipart)["model"]["init_args"]
     dann = resolved("officehome", art_to_clipart, CONFIG_DIR / "adaptation" / "dann.yaml")
     model = dann["model"]["init_args"]
-    assert baseline["adaptation"] is None
-    assert (model["adaptation"], model["discriminator_hidden_features"]) == ("dann", 1024)
+    assert baseline["method"] == "erm"
+    assert (model["method"], model["method_kwargs"]["hidden_features"]) == ("dann", 1024)
     assert model["backbone_lr_multiplier"] == 0.1
     assert dann["data"]["init_args"]["target_domains"] == ["Clipart"]
 

@@ -159,10 +159,10 @@ def test_dann_adapts_to_an_unlabelled_target(tmp_path, mlflow_uri) -> None:
                 "[Art, Clipart]",
                 "--data.init_args.target_domains",
                 "[Clipart]",
-                "--model.init_args.adaptation",
+                "--model.init_args.method",
                 "dann",
-                "--model.init_args.discriminator_hidden_features",
-                "32",
+                "--model.init_args.method_kwargs",
+                "{hidden_features: 32}",
             ),
         ]
     )

@@ -122,3 +122,30 @@ def test_fit_resumes_from_a_checkpoint_file_with_its_own_optimizer(tmp_path, mlf
     assert type(resumed.trainer.optimizers[0]).__name__ == "AdamW"
     assert resumed.trainer.global_step == 4  # two steps before, two after the resume
     assert resumed.trainer.logger.run_id == first.trainer.logger.run_id
+
+
+def test_replaced_dann_settings_name_the_method_setting(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"names adaptation, a setting that was replaced; use "):
+        check_moved_class_paths(["fit", "--model.init_args.adaptation", "dann"])
+    config = tmp_path / "old.yaml"
+    config.write_text("model:\n  init_args:\n    discriminator_hidden_features: 32\n")
+    with pytest.raises(ValueError, match=rf"config file {config} names discriminator_hidden"):
+        check_moved_class_paths(["fit", "--config", str(config)])
+    # the word in a comment, or in another setting's name, is not the setting
+    config.write_text("# unsupervised adaptation: see dann.yaml\ndata:\n  target_adaptation: 1\n")
+    check_moved_class_paths(["fit", "--config", str(config)])
+
+
+def test_an_adaptation_method_without_target_domains_is_refused_before_the_run() -> None:
+    from types import SimpleNamespace
+
+    from lightning_modules.classifier import MultiDomainClassifier
+    from lightning_modules.cli import check_settings
+
+    model = MultiDomainClassifier(
+        backbone="resnet20", recalibration="none", num_classes=3, image_size=16, method="dann"
+    )
+    data = SimpleNamespace(batch_size=4, eval_batch_size=4, target_domains=[])
+    with pytest.raises(ValueError, match=r"method 'dann' adapts to unlabelled target domains"):
+        check_settings(model, data)
+    check_settings(model, SimpleNamespace(batch_size=4, eval_batch_size=4, target_domains=["B"]))

@@ -1,6 +1,9 @@
-"""DANN: gradient reversal, the schedule, and a training step of the classifier."""
+"""DANN as a training method: gradient reversal, the schedule, a training step of the classifier,
+its loss against an independent computation, and a whole fit equal to a hand-written loop."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -9,7 +12,7 @@ from torch import nn
 
 from datamodules.base import UNLABELLED
 from lightning_modules.classifier import MultiDomainClassifier
-from lightning_modules.models.adaptation import DomainDiscriminator, dann_loss, dann_schedule
+from lightning_modules.methods.dann import DomainDiscriminator, dann_loss, dann_schedule
 
 # training_step is called without a Trainer here; its self.log calls are no-ops.
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log()`")
@@ -65,8 +68,8 @@ def tiny_dann_model() -> MultiDomainClassifier:
         domain_names=["Art", "Clipart"],
         trained_domains=["Art"],
         image_size=32,
-        adaptation="dann",
-        discriminator_hidden_features=16,
+        method="dann",
+        method_kwargs={"hidden_features": 16},
         optimizer=lambda params: torch.optim.SGD(params, lr=0.1),
     )
 
@@ -85,21 +88,22 @@ def test_dann_step_updates_the_discriminator_and_reaches_the_backbone() -> None:
     model = tiny_dann_model()
     optimizer = model.configure_optimizers()
     assert "discriminator" in [group["name"] for group in optimizer.param_groups]
-    before = [p.detach().clone() for p in model.discriminator.parameters()]
+    before = [p.detach().clone() for p in model.method.discriminator.parameters()]
     loss = model.training_step(combined_batch(torch.full((3,), UNLABELLED)), 0)
     loss.backward()
     assert all(
-        p.grad is not None and p.grad.abs().sum() > 0 for p in model.discriminator.parameters()
+        p.grad is not None and p.grad.abs().sum() > 0
+        for p in model.method.discriminator.parameters()
     )
     with_domain_loss = model.backbone.conv1.weight.grad.clone()
     # the domain loss reaches the backbone through the reversal layer: with its weight at 0
     # (same batches, same BatchNorm statistics), the backbone's gradient differs
-    model.hparams.adaptation_weight = 0.0
+    model.method.weight = 0.0
     model.zero_grad()
     model.training_step(combined_batch(torch.full((3,), UNLABELLED)), 0).backward()
     assert not torch.allclose(model.backbone.conv1.weight.grad, with_domain_loss)
     optimizer.step()
-    after = list(model.discriminator.parameters())
+    after = list(model.method.discriminator.parameters())
     assert any(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
 
 
@@ -114,7 +118,7 @@ def test_target_labels_never_reach_the_loss(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(F, "cross_entropy", spy)
     # No dropout in the discriminator: the three losses must differ only through the labels.
-    model.discriminator.eval()
+    model.method.discriminator.eval()
     losses = []
     for target_labels in (
         torch.full((3,), UNLABELLED),
@@ -126,3 +130,79 @@ def test_target_labels_never_reach_the_loss(monkeypatch: pytest.MonkeyPatch) -> 
     # only the labelled source batch was classified
     assert all(torch.equal(labels, torch.tensor([0, 1, 2, 1])) for labels in seen_targets)
     assert len(seen_targets) == 3
+
+
+def _without_dropout(model: MultiDomainClassifier) -> MultiDomainClassifier:
+    # Dropout draws would have to be consumed in the same order by both computations.
+    layers = model.method.discriminator.layers
+    for index, layer in enumerate(layers):
+        if isinstance(layer, nn.Dropout):
+            layers[index] = nn.Identity()
+    return model
+
+
+def test_a_dann_fit_follows_the_hand_written_dann_update_step_for_step() -> None:
+    """Lightning's fit with method `dann` takes the same steps as a loop written here from the
+    paper: SGD on CE(source) + BCE(discriminator), the backbone receiving -w(p) times the
+    domain loss's gradient, w(p) = 2 / (1 + exp(-10 p)) - 1 with p = step / steps."""
+    import copy
+
+    import pytorch_lightning as pl
+
+    model = _without_dropout(tiny_dann_model())
+    reference = copy.deepcopy(model)
+    steps = 4
+    batches = [combined_batch(torch.full((3,), UNLABELLED)) for _ in range(steps)]
+    for index, batch in enumerate(batches):  # distinct batches
+        batch["source"] = (batch["source"][0] + index, *batch["source"][1:])
+
+    losses: list[float] = []
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            losses.append(outputs["loss"].item())
+
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Record()],
+        accelerator="cpu",
+    )
+    trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+
+    # The same steps by hand, on the copy taken before training.
+    reference.train()
+    backbone, head = reference.backbone, reference.head
+    discriminator = reference.method.discriminator
+    network = [*backbone.parameters(), *head.parameters()]
+    own = list(discriminator.parameters())
+    expected: list[float] = []
+    for step, batch in enumerate(batches):
+        source, labels, domains = batch["source"]
+        target = batch["target"][0]
+        features = backbone(torch.cat([source, target]))
+        classification = F.cross_entropy(head(features[: len(source)], domains), labels)
+        domain_labels = torch.cat([torch.zeros(len(source)), torch.ones(len(target))])
+        domain = F.binary_cross_entropy_with_logits(
+            discriminator(features).squeeze(-1), domain_labels
+        )
+        expected.append((classification + domain).item())
+        weight = 2.0 / (1.0 + math.exp(-10.0 * step / steps)) - 1.0
+        grad_classification = torch.autograd.grad(classification, network, retain_graph=True)
+        grad_domain = torch.autograd.grad(domain, network + own, allow_unused=True)
+        with torch.no_grad():
+            for parameter, g_c, g_d in zip(
+                network, grad_classification, grad_domain[: len(network)], strict=True
+            ):
+                g_d = torch.zeros_like(parameter) if g_d is None else g_d
+                parameter -= 0.1 * (g_c - weight * g_d)
+            for parameter, g_d in zip(own, grad_domain[len(network) :], strict=True):
+                parameter -= 0.1 * g_d
+    assert len(losses) == steps
+    assert losses == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    # and the weights end where the hand-written steps put them
+    for trained, by_hand in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(trained, by_hand, rtol=1e-3, atol=5e-4)
