@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # torch/torchvision are pinned to the wheels that ship on the project machines.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test test-all bench ui lint format clean
+.PHONY: install demo test test-all bench ui lint format docs clean
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ ui: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The documentation site (mkdocs.yml, pages in docs/) into site/; --strict fails on any warning
+# (a broken link, a missing page, an API reference to a moved function).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 format: install
 	$(BIN)/ruff format .
