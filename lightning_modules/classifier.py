@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from lightning_modules.checkpoint_migration import migrate_checkpoint
 from lightning_modules.growth import grow_from_checkpoint
 from lightning_modules.methods import (
+    TRAINING_METHODS,
     MethodOutput,
     TrainingBatch,
     create_method,
@@ -70,48 +71,49 @@ class MultiDomainClassifier(pl.LightningModule):
         method: str = "erm",
         method_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        """Args:
-        backbone: registered backbone name (resnet18/34/50/101, CIFAR-style resnet20/32/56/110).
-        recalibration: module in every residual block: none, se, srm, ge_minus, ge, ge_plus,
-            mssar.
-        recalibration_kwargs: the module's options, passed to its constructor in every block,
-            e.g. `{fused: false}` (SRM's reference formula), `{pooling: avg}`,
-            `{reduction: 8}` (SE), `{extent: 8}` (Gather-Excite), `{scales: [1, 2]}` (MS-SAR),
-            `{gate_init: 0.1}`. A key the module lacks fails when the model is built, with the
-            module's valid options.
-        weights: torchvision weights name (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT) from
-            torchvision's cache, a local state-dict file, or null for random initialisation.
-        num_classes: classes shared by all domains (linked from the DataModule by the CLI).
-        domain_names: every domain of the data, in order (linked from the DataModule).
-        trained_domains: the domains with a classifier head (linked: the trained domains).
-        class_names: class names, for reports (linked from the DataModule).
-        image_size: training resolution (linked; global-extent Gather-Excite depends on it).
-        shared_head: add a head shared by all domains; it also classifies unseen domains.
-        optimizer: optimizer class_path/init_args (default: SGD 0.1, momentum 0.9, wd 1e-4).
-        lr_scheduler: LR scheduler class_path/init_args, stepped every epoch (default: none).
-        recalibration_weight_decay: apply weight decay to the parameters the SRM recipe
-            exempts (CFC weights and the module's BN); false follows the recipe.
-        backbone_lr_multiplier: the backbone's learning rate relative to the heads' (e.g. 0.1
-            when fine-tuning pretrained weights).
-        label_smoothing: cross-entropy label smoothing.
-        channels_last: run the backbone in channels-last memory format (faster on GPUs with
-            tensor cores).
-        compile: compile the backbone with `torch.compile` (in place, so checkpoint keys are
-            unchanged); pays off on GPUs for long runs.
-        init_from_checkpoint: grow a trained model: a Lightning checkpoint whose backbone and
-            heads are loaded unchanged; domains it has no head for (new domains) get one per
-            `new_head_init`. Training starts afresh (epoch 0, new optimizer); to continue an
-            interrupted run use `fit --ckpt_path` instead.
-        new_head_init: how the heads of new domains start: `mean` (the mean of the
-            checkpoint's heads, i.e. the unseen-domain prediction as a starting point) or
-            `fresh` (random, like any new head).
-        method: training method, a name registered in `lightning_modules/methods/`: `erm`
-            (empirical risk minimisation) or `dann` (unsupervised adaptation to the
-            DataModule's `target_domains`: gradient reversal and a domain discriminator,
-            Ganin et al. 2016).
-        method_kwargs: the method's options, e.g. `{weight: 1.0, hidden_features: 1024}` for
-            `dann`; a key the method lacks fails when the model is built, naming the valid
-            ones.
+        """Settings (each one also a command-line option).
+
+        Args:
+            backbone: registered backbone name (resnet18/34/50/101, CIFAR-style resnet20/32/56/110).
+            recalibration: module in every residual block: none, se, srm, ge_minus, ge, ge_plus,
+                mssar.
+            recalibration_kwargs: the module's options, passed to its constructor in every block,
+                e.g. `{fused: false}` (SRM's reference formula), `{pooling: avg}`,
+                `{reduction: 8}` (SE), `{extent: 8}` (Gather-Excite), `{scales: [1, 2]}` (MS-SAR),
+                `{gate_init: 0.1}`. A key the module lacks fails when the model is built, with the
+                module's valid options.
+            weights: torchvision weights name (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT) from
+                torchvision's cache, a local state-dict file, or null for random initialisation.
+            num_classes: classes shared by all domains (linked from the DataModule by the CLI).
+            domain_names: every domain of the data, in order (linked from the DataModule).
+            trained_domains: the domains with a classifier head (linked: the trained domains).
+            class_names: class names, for reports (linked from the DataModule).
+            image_size: training resolution (linked; global-extent Gather-Excite depends on it).
+            shared_head: add a head shared by all domains; it also classifies unseen domains.
+            optimizer: optimizer class_path/init_args (default: SGD 0.1, momentum 0.9, wd 1e-4).
+            lr_scheduler: LR scheduler class_path/init_args, stepped every epoch (default: none).
+            recalibration_weight_decay: apply weight decay to the parameters the SRM recipe
+                exempts (CFC weights and the module's BN); false follows the recipe.
+            backbone_lr_multiplier: the backbone's learning rate relative to the heads' (e.g. 0.1
+                when fine-tuning pretrained weights).
+            label_smoothing: cross-entropy label smoothing.
+            channels_last: run the backbone in channels-last memory format (faster on GPUs with
+                tensor cores).
+            compile: compile the backbone with `torch.compile` (in place, so checkpoint keys are
+                unchanged); pays off on GPUs for long runs.
+            init_from_checkpoint: grow a trained model: a Lightning checkpoint whose backbone and
+                heads are loaded unchanged; domains it has no head for (new domains) get one per
+                `new_head_init`. Training starts afresh (epoch 0, new optimizer); to continue an
+                interrupted run use `fit --ckpt_path` instead.
+            new_head_init: how the heads of new domains start: `mean` (the mean of the
+                checkpoint's heads, i.e. the unseen-domain prediction as a starting point) or
+                `fresh` (random, like any new head).
+            method: training method, one of the names registered in `lightning_modules/methods/`
+                ({registered_methods}); `erm` is plain empirical risk minimisation, `dann` adapts
+                to the DataModule's unlabelled `target_domains`. See docs/training-methods.md.
+            method_kwargs: the method's options, e.g. `{weight: 1.0, hidden_features: 1024}` for
+                `dann`; a key the method lacks fails when the model is built, naming the valid
+                ones.
         """
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"], logger=False)
@@ -211,12 +213,17 @@ class MultiDomainClassifier(pl.LightningModule):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone features of a batch of normalised images (the DataModule normalises them in
         its `on_after_batch_transfer`)."""
+        images = self.method.transform_images(self, images)
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return self.backbone(images)
 
+    def classify(self, features: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
+        """Each sample's logits from its own domain's head (of the method's `head_inputs`)."""
+        return self.head(self.method.head_inputs(self, features, domains), domains)
+
     def forward(self, images: torch.Tensor, domain_index: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images), domain_index)
+        return self.classify(self.features(images), domain_index)
 
     def classification_loss(
         self, features: torch.Tensor, labels: torch.Tensor, domains: torch.Tensor
@@ -224,19 +231,26 @@ class MultiDomainClassifier(pl.LightningModule):
         """(cross-entropy, logits) of features through each sample's own head; in training,
         plus the shared head's cross-entropy when the model has one."""
         smoothing = self.hparams.label_smoothing
-        logits = self.head(features, domains)
+        inputs = self.method.head_inputs(self, features, domains)
+        logits = self.head(inputs, domains)
         loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
         if self.head.shared is not None and self.training:
-            shared_logits = self.head.shared(features)
+            shared_logits = self.head.shared(inputs)
             loss = loss + F.cross_entropy(shared_logits, labels, label_smoothing=smoothing)
         return loss, logits
 
     def _step(self, batch) -> tuple[torch.Tensor, ...]:
-        """(loss, logits, labels, domain_index, features) of an evaluation batch."""
+        """(loss, logits, labels, domain_index, head inputs) of an evaluation batch."""
         images, labels, domain_index = batch
         features = self.features(images)
         loss, logits = self.classification_loss(features, labels, domain_index)
-        return loss, logits, labels, domain_index, features
+        return (
+            loss,
+            logits,
+            labels,
+            domain_index,
+            self.method.head_inputs(self, features, domain_index),
+        )
 
     # ----- stages -------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
@@ -291,13 +305,13 @@ class MultiDomainClassifier(pl.LightningModule):
     def _evaluation_step(self, batch, stage: str, dataloader_idx: int = 0) -> None:
         if batch is None:  # every sample skipped (data.on_bad_image: skip)
             return
-        loss, logits, labels, domain_index, features = self._step(batch)
+        loss, logits, labels, domain_index, head_inputs = self._step(batch)
         if dataloader_idx == STYLE_SHIFTED_DATALOADER:
             self.style_robustness.update_shifted(stage, logits.argmax(dim=1), labels, domain_index)
             return
         self.domain_accuracy[stage].update(logits.argmax(dim=1), labels, domain_index)
         self.style_robustness.update_cross_domain(
-            stage, self.head.all_domain_logits(features), labels, domain_index
+            stage, self.head.all_domain_logits(head_inputs), labels, domain_index
         )
         # add_dataloader_idx=False: the name stays `val/loss` beside the style-shifted loader.
         self.log(
@@ -432,3 +446,9 @@ class MultiDomainClassifier(pl.LightningModule):
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             if scheduler is not None:
                 scheduler.step()
+
+
+# `--help` lists the registered methods (the docstring is read by LightningCLI for the help).
+MultiDomainClassifier.__init__.__doc__ = MultiDomainClassifier.__init__.__doc__.replace(
+    "{registered_methods}", ", ".join(TRAINING_METHODS)
+)

@@ -15,6 +15,9 @@ The hooks, each with a default that is plain ERM:
 - `manual_optimization = True` with `manual_training_step(model, batch)`: methods that take
   several optimizer steps per batch (meta-learning, alternating adversarial steps).
 - `configure_optimizers(model, optimizer_factory, groups)`: more than one optimizer.
+- `transform_images(model, images)` and `head_inputs(model, features, domains)`: change what
+  the backbone or the heads read, in training and evaluation alike (ARM's context channel,
+  MTL's domain embedding).
 A method is an `nn.Module` held by the model as `model.method`, so its parameters and buffers
 (a discriminator, a running weight per domain) are saved in checkpoints and restored on resume.
 """
@@ -94,7 +97,12 @@ class MethodHost(Protocol):
     global_step: int
 
     def features(self, images: Tensor) -> Tensor:
-        """Pooled backbone features (B, feature_dim)."""
+        """Pooled backbone features (B, feature_dim) of normalised images (after the method's
+        `transform_images`)."""
+
+    def classify(self, features: Tensor, domains: Tensor) -> Tensor:
+        """Logits (B, classes) of features through each sample's head (after the method's
+        `head_inputs`)."""
 
     def classification_loss(
         self, features: Tensor, labels: Tensor, domains: Tensor
@@ -162,6 +170,16 @@ class TrainingMethod(nn.Module):
     ) -> list[torch.optim.Optimizer]:
         """The optimizers: by default one, over the model's and the method's groups."""
         return [optimizer_factory(groups)]
+
+    def transform_images(self, model: MethodHost, images: Tensor) -> Tensor:
+        """What the backbone reads, from the normalised images, in training and evaluation
+        (default: the images)."""
+        return images
+
+    def head_inputs(self, model: MethodHost, features: Tensor, domains: Tensor) -> Tensor:
+        """What the heads read, from the pooled features, in training and evaluation (default:
+        the features; a method that widens them rebuilds `model.head` in `attach`)."""
+        return features
 
     def stage_layers(self) -> dict[int, nn.Module]:
         """Layers to place after backbone stages, by stage number (0: after the stem; 1..N:

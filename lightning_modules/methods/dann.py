@@ -45,9 +45,11 @@ class DomainDiscriminator(nn.Module):
     """Source-vs-target classifier on pooled features: the paper's 2-hidden-layer MLP."""
 
     def __init__(self, in_features: int, hidden_features: int = 1024) -> None:
-        """Args:
-        in_features: dimension of the backbone's pooled features.
-        hidden_features: width of the two hidden layers.
+        """Settings (each one also a command-line option).
+
+        Args:
+            in_features: dimension of the backbone's pooled features.
+            hidden_features: width of the two hidden layers.
         """
         super().__init__()
         self.layers = nn.Sequential(
@@ -101,10 +103,12 @@ class DANN(TrainingMethod):
     needs_target_domains = True
 
     def __init__(self, weight: float = 1.0, hidden_features: int = 1024) -> None:
-        """Args:
-        weight: scale of the reversed gradient; it is multiplied by Ganin et al.'s schedule
-            2 / (1 + exp(-10 p)) - 1 over training progress p.
-        hidden_features: width of the domain discriminator's two hidden layers.
+        """Settings (each one also a command-line option).
+
+        Args:
+            weight: scale of the reversed gradient; it is multiplied by Ganin et al.'s schedule
+                2 / (1 + exp(-10 p)) - 1 over training progress p.
+            hidden_features: width of the domain discriminator's two hidden layers.
         """
         super().__init__()
         if weight < 0:

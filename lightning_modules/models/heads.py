@@ -28,12 +28,14 @@ class MultiDomainHead(nn.Module):
         trained_domains: Sequence[str] | None = None,
         shared_head: bool = False,
     ) -> None:
-        """Args:
-        in_features: dimension of the backbone's pooled features.
-        num_classes: number of classes shared by all domains.
-        domain_names: every domain the data may contain, in the DataModule's order.
-        trained_domains: the domains that get a head (default: all of `domain_names`).
-        shared_head: add one more head trained on every domain's samples.
+        """Settings (each one also a command-line option).
+
+        Args:
+            in_features: dimension of the backbone's pooled features.
+            num_classes: number of classes shared by all domains.
+            domain_names: every domain the data may contain, in the DataModule's order.
+            trained_domains: the domains that get a head (default: all of `domain_names`).
+            shared_head: add one more head trained on every domain's samples.
         """
         super().__init__()
         self.domain_names = list(domain_names)

@@ -228,3 +228,19 @@ def test_classification_loss_is_each_samples_head_plus_the_shared_head_in_traini
         model.classification_loss(features, labels, domains)[0],
         F.cross_entropy(own, labels, label_smoothing=0.1),
     )
+
+
+def test_help_names_every_registered_method_and_documents_every_model_setting(capsys) -> None:
+    import inspect
+
+    from experiments.officehome import main
+
+    with pytest.raises(SystemExit):
+        main(["fit", "--model.help", "MultiDomainClassifier"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(name in text for name in TRAINING_METHODS)
+    settings = list(inspect.signature(MultiDomainClassifier.__init__).parameters)[1:]
+    for setting in settings:
+        # each setting's line carries its docstring before the type, not the type alone
+        entry = text.split(f"--model.{setting} ")[-1].split("(type:")[0]
+        assert len(entry.split()) > 3, f"--model.{setting} has no help text: {entry!r}"
