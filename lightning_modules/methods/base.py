@@ -136,11 +136,17 @@ class TrainingMethod(nn.Module):
             (`manual_training_step`); Lightning's automatic optimisation is then off.
         implementation_options: Class-level. Options that change how, not what, it computes:
             left out of the run's name.
+        search_space: Class-level. The random-search distribution of each option, in the
+            sweep files' vocabulary (`{log_uniform: [low, high]}`, `{uniform: [low, high]}`,
+            `{int_log_uniform: [low, high]}`, `{int_uniform: [low, high]}`,
+            `{choice: [...]}`): DomainBed's, or the method's official repository's where
+            DomainBed lacks the method. The defaults are the constructor's.
     """
 
     needs_target_domains: ClassVar[bool] = False
     manual_optimization: ClassVar[bool] = False
     implementation_options: ClassVar[frozenset[str]] = frozenset()
+    search_space: ClassVar[dict[str, dict[str, list]]] = {}
 
     def attach(self, model: MethodHost) -> None:
         """Build what depends on the model (feature size, classes, domains); called once by the
