@@ -12,7 +12,11 @@ import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_modules.checkpoint_migration import migrate_checkpoint
+from lightning_modules.checkpoint_migration import (
+    gather_definition_error,
+    migrate_checkpoint,
+    migrate_state_dict,
+)
 from lightning_modules.growth import grow_from_checkpoint
 from lightning_modules.methods import (
     TRAINING_METHODS,
@@ -195,7 +199,11 @@ class MultiDomainClassifier(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Resuming a checkpoint of an earlier version: its state keys as this version names them.
-        migrate_checkpoint(checkpoint)
+        state = migrate_state_dict(checkpoint.get("state_dict", {}))
+        checkpoint["state_dict"] = state
+        problem = gather_definition_error(self.hparams, state)
+        if problem is not None:
+            raise ValueError(problem)
 
     def variant_name(self) -> str:
         """`<module>[<options>]` and, for a method other than ERM, `+<method>[<options>]`:

@@ -99,3 +99,46 @@ def test_growing_from_an_old_checkpoint_copies_the_discriminator(tmp_path: Path)
 def test_growing_from_a_missing_file_names_the_setting(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"model\.init_from_checkpoint: .*nope\.ckpt"):
         grow_from_checkpoint(dann_model(), str(tmp_path / "nope.ckpt"), "mean")
+
+
+def ge_checkpoint(tmp_path: Path, definition: str) -> Path:
+    torch.manual_seed(0)
+    model = MultiDomainClassifier(
+        backbone="resnet20",
+        recalibration="ge",
+        recalibration_kwargs={"extent": 4, "definition": definition},
+        num_classes=3,
+        image_size=16,
+    )
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
+    trainer.strategy.connect(model)
+    path = tmp_path / f"ge-{definition}.ckpt"
+    trainer.save_checkpoint(path)
+    if definition == "srm":  # as the earlier version wrote it: biases, no `definition` option
+        checkpoint = torch.load(path, weights_only=True)
+        checkpoint["hyper_parameters"]["recalibration_kwargs"] = {"extent": 4}
+        torch.save(checkpoint, path)
+    return path
+
+
+def test_an_old_gather_excite_checkpoint_is_read_with_its_biased_gathers(tmp_path: Path) -> None:
+    loaded = MultiDomainClassifier.load_trained(str(ge_checkpoint(tmp_path, "srm")))
+    assert loaded.hparams.recalibration_kwargs == {"extent": 4, "definition": "srm"}
+    assert loaded.backbone.layer1[0].recalibration.gather.conv1.bias is not None
+
+
+def test_resuming_a_gather_excite_checkpoint_of_the_other_definition_names_the_setting(
+    tmp_path: Path,
+) -> None:
+    checkpoint = torch.load(ge_checkpoint(tmp_path, "srm"), weights_only=True)
+    model = MultiDomainClassifier(
+        backbone="resnet20",
+        recalibration="ge",
+        recalibration_kwargs={"extent": 4},
+        num_classes=3,
+        image_size=16,
+    )
+    with pytest.raises(ValueError, match=r"recalibration_kwargs: \{definition: srm\}"):
+        model.on_load_checkpoint(checkpoint)
+    # a checkpoint of today's default resumes into today's default
+    model.on_load_checkpoint(torch.load(ge_checkpoint(tmp_path, "ge"), weights_only=True))

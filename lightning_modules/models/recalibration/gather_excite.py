@@ -8,14 +8,27 @@ excite operator resizes the gathered map back to the input's size and turns it i
 gate. Theta-minus gathers by average pooling (no parameters); theta gathers with a learned
 depthwise convolution followed by batch norm; theta-plus adds a ReLU and an SE-style MLP after
 the gather. As in the authors' model definitions (GE-theta: gather convolution and batch norm,
-then the sigmoid; GE-theta-plus: gather convolution, batch norm and ReLU, then the MLP), and
-with the gather convolutions initialised as the official SRM code initialises its GE models:
-normal(0, sqrt(2 / (k_h k_w C))) for a k_h x k_w kernel over C channels (std 1.6e-3 in layer1
-and 4.5e-3 in layer4 of a 224-px ResNet-50, where PyTorch's default would start 6-18x larger).
+then the sigmoid; GE-theta-plus: gather convolution, batch norm and ReLU, then the MLP).
 
-Options: `extent` (2, 4, 8 or 0 = global, the paper's extent ablation), `reduction` of
-theta-plus's MLP, and `gate_init`, the initial scale of the gate (theta: the gather batch
-norm's gamma; theta-plus: the MLP's last layer).
+Two definitions of the gather convolutions (`definition`):
+- `ge` (default): the GE authors' model definitions (hujie-frank/GENet prototxts): no bias,
+  MSRA fan-in initialisation, normal(0, sqrt(2 / (k_h k_w))) for a depthwise k_h x k_w kernel.
+  GE-theta-ResNet-50 then has 31,106,600 parameters (31.11M).
+- `srm`: the SRM authors' re-implementation, the one the SRM paper's GE rows were measured
+  with: a bias, and normal(0, sqrt(2 / (k_h k_w C))) over C channels (std 1.6e-3 in layer1 and
+  4.5e-3 in layer4 of a 224-px ResNet-50). GE-theta-ResNet-50: 31,121,704 parameters (31.12M,
+  the SRM paper's table).
+The bias sits before a batch norm, so it changes the parameter count, not what the module can
+compute; the initialisation changes the gather's effective learning rate.
+
+A limited extent e gathers a ceil(H / e) x ceil(W / e) grid, as the GE paper's figure has it:
+theta with log2(e) stride-2 depthwise 3x3 convolutions (padding 1), theta-minus with average
+pooling windows of 2e - 1 positions centred every e positions (padding e - 1, the padding
+ignored in the mean), so both forms see the same grid (14x14 at e = 4: 4x4; at e = 8: 2x2).
+
+Options: `extent` (2, 4, 8 or 0 = global, the paper's extent ablation), `definition`,
+`reduction` of theta-plus's MLP, and `gate_init`, the initial scale of the gate (theta: the
+gather batch norm's gamma; theta-plus: the MLP's last layer).
 """
 
 from __future__ import annotations
@@ -29,6 +42,7 @@ from torch.nn import functional as F
 
 from lightning_modules.models.recalibration.base import (
     RecalibrationModule,
+    check_choice,
     check_gate_init,
     scale_initial_weights,
 )
@@ -36,6 +50,8 @@ from lightning_modules.models.recalibration.squeeze_excite import ExcitationMLP
 
 GLOBAL_EXTENT = 0
 LIMITED_EXTENTS = (2, 4, 8)
+#: The gather convolutions' definitions: the GE authors' and the SRM authors' re-implementation.
+DEFINITIONS = ("ge", "srm")
 
 
 class GatherExcite(RecalibrationModule):
@@ -63,6 +79,7 @@ class GatherExcite(RecalibrationModule):
         extent: int = GLOBAL_EXTENT,
         reduction: int = 16,
         gate_init: float = 1.0,
+        definition: str = "ge",
     ) -> None:
         """Build the gather and excite operators.
 
@@ -75,9 +92,15 @@ class GatherExcite(RecalibrationModule):
             gate_init: Initial scale of the gate (1: the paper's initialisation): theta's
                 gather batch norm starts with this gamma; theta-plus's MLP's last layer starts
                 at PyTorch's default initialisation times this.
+            definition: The gather convolutions as the GE authors define them (`ge`: no bias,
+                MSRA fan-in initialisation) or as the SRM authors re-implemented them (`srm`:
+                a bias, initialisation scaled down by the channel count).
         """
         super().__init__(channels)
         check_gate_init(type(self).__name__, gate_init)
+        check_choice(type(self).__name__, "definition", definition, DEFINITIONS)
+        self.definition = definition
+        bias = definition == "srm"
         if extent != GLOBAL_EXTENT and extent not in LIMITED_EXTENTS:
             raise ValueError(
                 f"Gather-Excite extent must be {GLOBAL_EXTENT} (global) or one of "
@@ -95,23 +118,21 @@ class GatherExcite(RecalibrationModule):
                 feature_size = (feature_size, feature_size)
             self.fixed_feature_size = tuple(feature_size)
             self.gather = nn.Sequential()
-            # The bias is redundant before batch norm, but it is part of the published model:
-            # GE-theta-ResNet-50 has 31.12M parameters with it and 31.11M without.
             self.gather.conv = nn.Conv2d(
-                channels, channels, self.fixed_feature_size, groups=channels, bias=True
+                channels, channels, self.fixed_feature_size, groups=channels, bias=bias
             )
             self.gather.bn = nn.BatchNorm2d(channels)
         elif self.learned_gather:
             # Each stride-2 depthwise 3x3 convolution halves the map: log2(extent) of them
-            # gather over `extent` positions per side. Same convolution form as the global
-            # gather (bias, then batch norm).
+            # gather over `extent` positions per side (ceil(H / extent) of them). Same
+            # convolution form as the global gather (the definition's bias, then batch norm).
             self.gather = nn.Sequential()
             num_convs = int(math.log2(extent))
             for index in range(1, num_convs + 1):
                 self.gather.add_module(
                     f"conv{index}",
                     nn.Conv2d(
-                        channels, channels, 3, stride=2, padding=1, groups=channels, bias=True
+                        channels, channels, 3, stride=2, padding=1, groups=channels, bias=bias
                     ),
                 )
                 self.gather.add_module(f"bn{index}", nn.BatchNorm2d(channels))
@@ -124,15 +145,18 @@ class GatherExcite(RecalibrationModule):
             scale_initial_weights(self.mlp.fc2, gate_init)
 
     def _initialise_gather(self, gate_init: float) -> None:
-        # The official SRM code's initialisation of every convolution, normal(0, sqrt(2 / n))
-        # with n = k_h * k_w * out_channels: PyTorch's default for a depthwise kernel (uniform
-        # with bound 1 / sqrt(k_h k_w)) starts 6-18x larger. Biases keep PyTorch's default:
-        # the batch norm that follows removes them in training.
+        # normal(0, sqrt(2 / n)): the GE prototxts' MSRA filler uses the fan-in, n = k_h * k_w
+        # for a depthwise kernel; the official SRM code's generic convolution init uses
+        # n = k_h * k_w * out_channels. (PyTorch's default, uniform with bound 1/sqrt(k_h k_w),
+        # would be neither.) Biases (`srm` only) keep PyTorch's default: the batch norm that
+        # follows removes them in training.
         batch_norms = []
         for layer in self.gather:
             if isinstance(layer, nn.Conv2d):
-                fan_out = layer.out_channels * math.prod(layer.kernel_size)
-                nn.init.normal_(layer.weight, 0.0, math.sqrt(2.0 / fan_out))
+                fan = math.prod(layer.kernel_size)
+                if self.definition == "srm":
+                    fan *= layer.out_channels
+                nn.init.normal_(layer.weight, 0.0, math.sqrt(2.0 / fan))
             elif isinstance(layer, nn.BatchNorm2d):
                 batch_norms.append(layer)
         if not self.excite_mlp:
@@ -150,19 +174,7 @@ class GatherExcite(RecalibrationModule):
                 "map. Rebuild the backbone with image_size equal to the input resolution, or use "
                 "a limited extent (recalibration_kwargs={'extent': 8})."
             )
-        if self.fixed_feature_size is not None:
-            gathered = self.global_gather(x)
-        elif self.gather is not None:
-            gathered = self.gather(x)
-        elif self.extent == GLOBAL_EXTENT or min(size) <= self.extent:
-            # A map no larger than the extent lies inside one pooling window: gather it whole
-            # (pooling would give that same mean, or fail on maps smaller than the window).
-            gathered = x.mean(dim=(2, 3), keepdim=True)
-        else:
-            # Overlapping windows of 2 * extent - 1 positions centred every `extent` positions.
-            gathered = F.avg_pool2d(
-                x, 2 * self.extent - 1, self.extent, self.extent // 2, count_include_pad=False
-            )
+        gathered = self.gathered(x)
         if self.excite_mlp:
             # GE-theta-plus: ReLU after the gather's batch norm, then the MLP (as the authors'
             # model definition has it).
@@ -171,6 +183,21 @@ class GatherExcite(RecalibrationModule):
         if gathered.shape[-2:] != (1, 1):
             gathered = F.interpolate(gathered, size=size, mode="nearest")
         return x * torch.sigmoid(gathered)
+
+    def gathered(self, x: Tensor) -> Tensor:
+        """The gather operator's output: (B, C, 1, 1) for the global extent, else the
+        (B, C, ceil(H / e), ceil(W / e)) grid (before theta-plus's MLP and the resize)."""
+        if self.fixed_feature_size is not None:
+            return self.global_gather(x)
+        if self.gather is not None:
+            return self.gather(x)
+        if self.extent == GLOBAL_EXTENT:
+            return x.mean(dim=(2, 3), keepdim=True)
+        # Windows of 2e - 1 positions centred at 0, e, 2e, ...: with padding e - 1 there are
+        # floor((H - 1) / e) + 1 = ceil(H / e) of them, the theta form's grid; the padding is
+        # left out of each mean.
+        extent = self.extent
+        return F.avg_pool2d(x, 2 * extent - 1, extent, extent - 1, count_include_pad=False)
 
     def global_gather(self, x: Tensor) -> Tensor:
         """The global-extent learned gather, `gather.bn(gather.conv(x))`, computed faster.
@@ -181,7 +208,9 @@ class GatherExcite(RecalibrationModule):
         convolution (forward + backward at 224 px: 42 vs 158 ms on a 56x56 ResNet-50 stage).
         """
         conv = self.gather.conv
-        response = torch.einsum("bchw,chw->bc", x, conv.weight[:, 0]) + conv.bias
+        response = torch.einsum("bchw,chw->bc", x, conv.weight[:, 0])
+        if conv.bias is not None:
+            response = response + conv.bias
         return self.gather.bn(response[:, :, None, None])
 
 
@@ -207,10 +236,10 @@ class GatherExciteThetaMinus(GatherExcite):
 
 
 class GatherExciteTheta(GatherExcite):
-    """GE-theta: depthwise convolution (with bias) -> BN gather, sigmoid excite.
+    """GE-theta: depthwise convolution -> BN gather, sigmoid excite.
 
     The form the SRM paper compares against. Extra parameters at global extent:
-    `C * H * W + C` (convolution) `+ 2C` (batch norm).
+    `C * H * W` (convolution; `+ C` bias with `definition: srm`) `+ 2C` (batch norm).
     """
 
 

@@ -20,9 +20,9 @@ from lightning_modules.models.recalibration import (
 MODULE_NAMES = [name for name in RECALIBRATION_MODULES if name != "none"]
 
 
-def build(name: str, channels: int = 32, feature_size: int = 6) -> nn.Module:
+def build(name: str, channels: int = 32, feature_size: int = 6, **options) -> nn.Module:
     kwargs = {"feature_size": (feature_size, feature_size)} if name.startswith("ge") else {}
-    return create_recalibration(name, channels, **kwargs)
+    return create_recalibration(name, channels, **kwargs, **options)
 
 
 def srm_by_hand(x, cfc_weight, gamma, beta, mean_for_bn=None, var_for_bn=None, bn_eps=1e-5):
@@ -114,13 +114,16 @@ def test_mssar_matches_its_formula() -> None:
         ("se", 2 * 32 * 2 + 2 + 32),
         ("srm", 4 * 32),
         ("ge_minus", 0),
-        ("ge", 32 * 6 * 6 + 32 + 2 * 32),
-        ("ge_plus", 32 * 6 * 6 + 32 + 2 * 32 + 2 * 32 * 2 + 2 + 32),
+        ("ge", 32 * 6 * 6 + 2 * 32),  # the GE authors' gather: no bias
+        ("ge_plus", 32 * 6 * 6 + 2 * 32 + 2 * 32 * 2 + 2 + 32),
         ("mssar", 32 * 9 * 3 + 2 * 32),
     ],
 )
 def test_parameter_count_per_module(name: str, extra_parameters: int) -> None:
     assert sum(p.numel() for p in build(name).parameters()) == extra_parameters
+    if name in ("ge", "ge_plus"):  # the SRM authors' gather adds a bias per channel
+        srm_authors = build(name, definition="srm")
+        assert sum(p.numel() for p in srm_authors.parameters()) == extra_parameters + 32
 
 
 @pytest.mark.parametrize("name", MODULE_NAMES)
@@ -154,16 +157,22 @@ def gather_with_gradients(gather, conv: nn.Conv2d, x: torch.Tensor, grad: torch.
     inputs = x.clone().requires_grad_()
     gathered = gather(inputs)
     gathered.backward(grad)
-    return gathered, inputs.grad, conv.weight.grad, conv.bias.grad
+    bias = None if conv.bias is None else conv.bias.grad
+    return gathered, inputs.grad, conv.weight.grad, bias
 
 
 @pytest.mark.parametrize("name", ["ge", "ge_plus"])
 @pytest.mark.parametrize("training", [True, False])
-def test_global_gather_equals_its_depthwise_convolution(name: str, training: bool) -> None:
+@pytest.mark.parametrize("definition", ["ge", "srm"])
+def test_global_gather_equals_its_depthwise_convolution(
+    name: str, training: bool, definition: str
+) -> None:
     torch.manual_seed(0)
-    module = build(name, channels=8, feature_size=5).double().train(training)
-    with torch.no_grad():
-        module.gather.conv.bias.normal_()
+    module = build(name, channels=8, feature_size=5, definition=definition)
+    module = module.double().train(training)
+    if definition == "srm":
+        with torch.no_grad():
+            module.gather.conv.bias.normal_()
     reference = copy.deepcopy(module)
     x = torch.randn(3, 8, 5, 5, dtype=torch.float64) * 2 + 0.5
     grad = torch.randn(3, 8, 1, 1, dtype=torch.float64)

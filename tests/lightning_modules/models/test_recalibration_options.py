@@ -176,18 +176,23 @@ def test_se_gate_init_scales_the_last_layer_only() -> None:
 
 
 @pytest.mark.parametrize("extent", [2, 4, 8])
-def test_gather_excite_extent_parameter_counts(extent: int) -> None:
+@pytest.mark.parametrize(("definition", "bias"), [("ge", 0), ("srm", 1)])
+def test_gather_excite_extent_parameter_counts(extent: int, definition: str, bias: int) -> None:
     convs = int(math.log2(extent))
-    # Per stride-2 depthwise 3x3: 9C weights + C bias + 2C batch norm.
-    assert count(create_recalibration("ge", C, extent=extent)) == convs * 12 * C
+    # Per stride-2 depthwise 3x3: 9C weights (+ C bias, SRM authors) + 2C batch norm.
+    per_conv = (11 + bias) * C
+    theta = create_recalibration("ge", C, extent=extent, definition=definition)
+    assert count(theta) == convs * per_conv
     mlp = 2 * C * 4 + 4 + C
-    assert count(create_recalibration("ge_plus", C, extent=extent)) == convs * 12 * C + mlp
+    plus = create_recalibration("ge_plus", C, extent=extent, definition=definition)
+    assert count(plus) == convs * per_conv + mlp
     assert count(create_recalibration("ge_minus", C, extent=extent)) == 0
 
 
-def test_gather_excite_global_extent_parameter_count() -> None:
-    module = create_recalibration("ge", C, extent=0, feature_size=(7, 7))
-    assert count(module) == C * 49 + C + 2 * C
+@pytest.mark.parametrize(("definition", "bias"), [("ge", 0), ("srm", 1)])
+def test_gather_excite_global_extent_parameter_count(definition: str, bias: int) -> None:
+    module = create_recalibration("ge", C, extent=0, feature_size=(7, 7), definition=definition)
+    assert count(module) == C * 49 + bias * C + 2 * C
 
 
 @pytest.mark.parametrize("scales", [(1,), (1, 2), (1, 2, 4), (2, 4, 8)])
@@ -197,19 +202,62 @@ def test_mssar_scales_parameter_count(scales: tuple[int, ...]) -> None:
     assert count(module) == 9 * C * len(scales) + 2 * C
 
 
-def test_gather_convolutions_start_as_in_the_official_code() -> None:
-    """normal(0, sqrt(2 / (k^2 C))): about 1.6e-3 in layer1 and 4.5e-3 in layer4 at 224 px."""
+def test_gather_convolutions_start_as_in_the_official_srm_code() -> None:
+    """`definition: srm`: normal(0, sqrt(2 / (k^2 C))), about 1.6e-3 in layer1 and 4.5e-3 in
+    layer4 at 224 px, with a bias."""
     torch.manual_seed(0)
-    backbone = create_backbone("resnet50", "ge", image_size=224)
+    options = {"definition": "srm"}
+    backbone = create_backbone("resnet50", "ge", image_size=224, recalibration_kwargs=options)
     layer1 = backbone.layer1[0].recalibration.gather.conv.weight
     layer4 = backbone.layer4[0].recalibration.gather.conv.weight
     assert layer1.shape == (256, 1, 56, 56) and layer4.shape == (2048, 1, 7, 7)
     assert layer1.std().item() == pytest.approx(math.sqrt(2 / (56 * 56 * 256)), rel=0.02)
     assert layer4.std().item() == pytest.approx(math.sqrt(2 / (7 * 7 * 2048)), rel=0.02)
     assert layer1.mean().abs().item() < 1e-4
-    limited = create_recalibration("ge", 512, extent=4).gather
+    assert backbone.layer1[0].recalibration.gather.conv.bias is not None
+    limited = create_recalibration("ge", 512, extent=4, definition="srm").gather
     for conv in (limited.conv1, limited.conv2):
         assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / (9 * 512)), rel=0.05)
+
+
+def test_gather_convolutions_start_as_in_the_ge_authors_prototxts() -> None:
+    """The default: MSRA fan-in, normal(0, sqrt(2 / k^2)) for a depthwise k x k kernel (the
+    same for every channel count), and no bias."""
+    torch.manual_seed(0)
+    backbone = create_backbone("resnet50", "ge", image_size=224)
+    for stage, kernel in (("layer1", 56), ("layer4", 7)):
+        conv = getattr(backbone, stage)[0].recalibration.gather.conv
+        assert conv.bias is None
+        assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / kernel**2), rel=0.02)
+    limited = create_recalibration("ge", 512, extent=4).gather
+    for conv in (limited.conv1, limited.conv2):
+        assert conv.bias is None
+        assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / 9), rel=0.05)
+
+
+@pytest.mark.parametrize("name", ["ge_minus", "ge", "ge_plus"])
+@pytest.mark.parametrize(("extent", "size"), [(2, 56), (4, 28), (4, 14), (8, 14), (2, 7)])
+def test_limited_extents_gather_the_grid_the_ge_paper_gives(
+    name: str, extent: int, size: int
+) -> None:
+    """ceil(H / extent) positions per side, for the pooling (theta-minus) and the stride-2
+    convolutions (theta, theta-plus) alike: 14x14 at extent 4 -> 4x4, at extent 8 -> 2x2."""
+    module = create_recalibration(name, 4, extent=extent)
+    grid = module.gathered(torch.randn(2, 4, size, size)).shape[-2:]
+    assert tuple(grid) == (math.ceil(size / extent),) * 2
+
+
+def test_theta_minus_pools_windows_centred_every_extent_positions() -> None:
+    """Each cell is the mean of the positions within extent - 1 of its centre (0, e, 2e, ...)
+    that exist, written here as explicit slices."""
+    x = torch.randn(1, 3, 14, 14)
+    extent = 4
+    gathered = create_recalibration("ge_minus", 3, extent=extent).gathered(x)
+    for row in range(4):
+        for col in range(4):
+            r, c = row * extent, col * extent
+            window = x[..., max(r - 3, 0) : r + 4, max(c - 3, 0) : c + 4]
+            torch.testing.assert_close(gathered[..., row, col], window.mean(dim=(-2, -1)))
 
 
 @pytest.mark.parametrize("extent", [0, 2, 4])
@@ -282,6 +330,8 @@ def test_module_options_string_is_sorted_and_leaves_out_defaults() -> None:
     assert format_module_options("mssar", {"scales": [1, 2, 4]}) == ""
     assert format_module_options("mssar", {"scales": [1, 2]}) == "scales=[1,2]"
     assert format_module_options("ge", {"extent": 0}) == ""
+    assert format_module_options("ge", {"definition": "ge"}) == ""
+    assert format_module_options("ge", {"definition": "srm"}) == "definition=srm"
     with pytest.raises(ValueError, match="no option 'extnt'"):
         format_module_options("ge", {"extnt": 8})
 
@@ -312,9 +362,12 @@ def test_the_config_key_is_accepted_by_the_cli(capsys: pytest.CaptureFixture[str
 @pytest.mark.parametrize(
     ("recalibration", "options", "expected"),
     [
-        ("ge", {}, 31_121_704),  # GE-theta-ResNet-50 as published (31.12M)
-        ("ge", {"extent": 8}, 26_100_776),
-        ("ge_plus", {}, 33_652_696),
+        ("ge", {"definition": "srm"}, 31_121_704),  # GE-theta-ResNet-50 as published (31.12M)
+        ("ge", {}, 31_106_600),  # the GE authors' gather has no bias: 31.11M
+        ("ge", {"extent": 8, "definition": "srm"}, 26_100_776),
+        ("ge", {"extent": 8}, 26_055_464),
+        ("ge_plus", {"definition": "srm"}, 33_652_696),
+        ("ge_plus", {}, 33_637_592),
         ("se", {"reduction": 2}, 45_699_240),
         ("se", {"reduction": 4}, 35_635_688),
         ("se", {"reduction": 8}, 30_603_912),
