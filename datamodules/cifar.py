@@ -43,6 +43,7 @@ from datamodules.demo.cifar import (
     ensure_cifar10_demo,
     ensure_cifar100_demo,
 )
+from datamodules.generated import GeneratedData
 
 #: Per-channel statistics of the training images (of [0, 1] RGB).
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -259,11 +260,13 @@ class CIFAR100DataModule(CIFARDataModule):
         return load_archive(folder, ["train"], ["test"], "meta", names, labels, count)
 
 
-class CIFAR10DemoDataModule(CIFAR10DataModule):
+class CIFAR10DemoDataModule(GeneratedData, CIFAR10DataModule):
     """Generated CIFAR-10-format archives (the demo shapes at 32 px), created on first use.
 
     Same files and code path as the real dataset.
     """
+
+    demo_generator = staticmethod(ensure_cifar10_demo)
 
     def __init__(
         self,
@@ -284,20 +287,19 @@ class CIFAR10DemoDataModule(CIFAR10DataModule):
             cache_dir: cache folder (default: $STYLEBENCH_DATA_DIR or ~/.cache/stylebench).
             **kwargs: the settings of `CIFAR10DataModule`.
         """
-        self.cache_dir = cache_dir
-        self.demo_settings = {
-            "images_per_class": images_per_class,
-            "test_images_per_class": test_images_per_class,
-            "seed": demo_seed,
-        }
+        self.use_generated_data(
+            cache_dir,
+            images_per_class=images_per_class,
+            test_images_per_class=test_images_per_class,
+            seed=demo_seed,
+        )
         super().__init__(root=root, **kwargs)
 
-    def generate_root(self) -> Path:
-        return ensure_cifar10_demo(self.cache_dir, **self.demo_settings)
 
-
-class CIFAR100DemoDataModule(CIFAR100DataModule):
+class CIFAR100DemoDataModule(GeneratedData, CIFAR100DataModule):
     """Generated CIFAR-100-format archives (100 shape x texture classes), made on first use."""
+
+    demo_generator = staticmethod(ensure_cifar100_demo)
 
     def __init__(
         self,
@@ -318,13 +320,10 @@ class CIFAR100DemoDataModule(CIFAR100DataModule):
             cache_dir: cache folder (default: $STYLEBENCH_DATA_DIR or ~/.cache/stylebench).
             **kwargs: the settings of `CIFAR100DataModule`.
         """
-        self.cache_dir = cache_dir
-        self.demo_settings = {
-            "images_per_class": images_per_class,
-            "test_images_per_class": test_images_per_class,
-            "seed": demo_seed,
-        }
+        self.use_generated_data(
+            cache_dir,
+            images_per_class=images_per_class,
+            test_images_per_class=test_images_per_class,
+            seed=demo_seed,
+        )
         super().__init__(root=root, **kwargs)
-
-    def generate_root(self) -> Path:
-        return ensure_cifar100_demo(self.cache_dir, **self.demo_settings)
