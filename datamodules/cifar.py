@@ -32,10 +32,11 @@ from datamodules.data.cifar_archive import (
     load_archive,
 )
 from datamodules.data.dataset import InMemoryImageDataset
-from datamodules.data.layout import DatasetLayoutError, DomainData, DomainSource, Sample
+from datamodules.data.layout import DatasetLayoutError, DomainData, DomainSource
+from datamodules.data.samples import LabelledRows, SampleArray
 from datamodules.data.splitting import stratified_split
 from datamodules.data.style_shift import StyleShiftConfig
-from datamodules.data.transforms import AugmentationConfig, eval_transform, train_transform
+from datamodules.data.transforms import AugmentationConfig, split_transform
 from datamodules.demo.cifar import (
     CIFAR10_FOLDER,
     CIFAR10_TRAIN_BATCHES,
@@ -181,7 +182,7 @@ class CIFARDataModule(MultiDomainDataModule):
         return f"val{self.val_images}" if self.val_images else "trainval"
 
     @cached_property
-    def split_samples(self) -> dict[str, list[Sample]]:
+    def split_samples(self) -> dict[str, SampleArray]:
         """Official train (less the hold-out) and test; val is the hold-out, or the test set."""
         archive = self.archive
         labels = archive.labels.tolist()
@@ -197,9 +198,11 @@ class CIFARDataModule(MultiDomainDataModule):
         train, val, _ = stratified_split(
             train_by_class, archive.class_names, fraction, 0.0, self.split_seed
         )
-        test = [(archive.sources[r], labels[r]) for r in range(archive.num_train, len(labels))]
+        test = LabelledRows.from_pairs(
+            (archive.sources[r], labels[r]) for r in range(archive.num_train, len(labels))
+        )
         chosen = {"train": train, "val": val if self.val_images else test, "test": test}
-        return {split: [Sample(p, label, 0) for p, label in chosen[split]] for split in SPLITS}
+        return {split: SampleArray.build([(chosen[split], 0)]) for split in SPLITS}
 
     @cached_property
     def _row_of(self) -> dict[str, int]:
@@ -207,11 +210,13 @@ class CIFARDataModule(MultiDomainDataModule):
 
     def make_dataset(self, split: str, augment: bool | None = None) -> InMemoryImageDataset:
         samples = self.split_samples[split]
-        if split == "train" if augment is None else augment:
-            transform = train_transform(self.image_size, self.augmentation)
-        else:
-            transform = eval_transform(self.image_size, self.resize_size)
-        rows = [self._row_of[sample.path] for sample in samples]
+        transform, _ = split_transform(
+            split == "train" if augment is None else augment,
+            self.image_size,
+            self.resize_size,
+            self.augmentation,
+        )
+        rows = [self._row_of[samples.path(index)] for index in range(len(samples))]
         return InMemoryImageDataset(self.archive.images, rows, samples, transform)
 
 

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Literal
 
 from datamodules.base import MultiDomainDataModule
-from datamodules.data.index import LabelledRows, labelled_rows
 from datamodules.data.layout import DatasetLayoutError, DomainData, DomainSource
-from datamodules.data.splitting import LabelledFiles
+from datamodules.data.samples import LabelledRows, labelled_rows
 from datamodules.demo import ensure_officehome_demo
 from datamodules.generated import GeneratedData
 
@@ -97,11 +96,11 @@ class StylizedImageNetDataModule(MultiDomainDataModule):
             for name in self.present_domains()
         ]
 
-    def official_splits(self, domain: DomainData) -> dict[str, LabelledFiles | LabelledRows]:
+    def official_splits(self, domain: DomainData) -> dict[str, LabelledRows]:
         """Train from the domain's `train/` (trained domains only), val and test from `val/`."""
         # Rows of the file index (not lists of pairs): 1.28M training files stay arrays.
         evaluation = labelled_rows(domain.files_by_class, self.class_names)
-        train: LabelledFiles | LabelledRows = []
+        train = LabelledRows.from_pairs([])
         if domain.name not in self.held_out_domains:
             folder = self.split_folder(domain.name, "train")
             scanned = self.scan_domain(DomainSource(domain.name, str(folder)))
