@@ -16,8 +16,8 @@ measurement runs in a fresh Python process (`StylizedImageNetDataModule(root=...
   the 2 DataLoader workers, after the first batches and after `--samples` shuffled training
   samples; the largest growth of a worker;
 - `scans_per_machine`: 2 processes started at once with no index (as DDP ranks are), each
-  building the DataModule and calling `setup`, rank 0 also `prepare_data`: scans made (counted
-  through `$STYLEBENCH_SCAN_LOG`).
+  building the DataModule and calling `setup`, rank 0 also `prepare_data`: scans made per
+  scanned folder (each index file records how many scans it was written from).
 
     python -m benchmarks.data_scale                      # the real 1.33M-file tree
     python -m benchmarks.data_scale --classes 50 --samples 20000 --name data_scale_quick
@@ -116,7 +116,7 @@ def _datamodule(root: str, image_size: int, workers: int):
 
 def child_setup(root: str, image_size: int) -> dict:
     """Construct and set up; time, storage and resident memory."""
-    from datamodules.data.index import SampleArray
+    from datamodules.data.samples import SampleArray
     from datamodules.stylized_imagenet import StylizedImageNetDataModule  # noqa: F401 (imports)
 
     # Timed from construction: the imports (torch, Lightning) are not the data's cost.
@@ -185,6 +185,13 @@ def child_rank(root: str, image_size: int, rank: int) -> dict:
     return {"train": len(datamodule.split_samples["train"])}
 
 
+def recorded_scans_in(index_dir: Path) -> int:
+    """The scans recorded by the index files of `index_dir`, all folders together."""
+    from datamodules.data.index import recorded_scans
+
+    return sum(recorded_scans(path) for path in index_dir.glob("*.index"))
+
+
 def _run_child(args: list[str], env: dict, background: bool = False):
     command = [sys.executable, "-m", "benchmarks.data_scale", "--child", *args]
     if background:
@@ -222,21 +229,19 @@ def run(
             "STYLEBENCH_DATA_DIR": str(folder / "cache"),
             # The benchmark's own index folder, whatever the caller's environment says.
             "STYLEBENCH_INDEX_DIR": str(folder / "cache" / "index"),
-            "STYLEBENCH_SCAN_LOG": str(folder / "scans.log"),
         }
         common = ["--root", str(root), "--image-size", str(image_size)]
         cold = _run_child(["setup", *common], env)
         print(f"cold setup: {cold['seconds']:.1f} s", flush=True)
         warm = _run_child(["setup", *common], env)
         print(f"warm setup: {warm['seconds']:.1f} s", flush=True)
-        scans_single = len((folder / "scans.log").read_text().splitlines())
+        scans_single = recorded_scans_in(folder / "cache" / "index")
         iterate = _run_child(
             ["iterate", *common, "--samples", str(samples), "--workers", str(workers)], env
         )
         print(f"iterated {iterate['samples']}: growth {iterate['growth_mb']:.1f} MB", flush=True)
         # Two "ranks" started at once on a machine with no index yet.
         shutil.rmtree(folder / "cache")
-        (folder / "scans.log").unlink()
         ranks = [
             _run_child(["rank", *common, "--rank", str(rank)], env, background=True)
             for rank in (0, 1)
@@ -245,9 +250,8 @@ def run(
             process.communicate()
             if process.returncode:
                 raise RuntimeError(f"a rank process failed ({process.returncode})")
-        scan_lines = (folder / "scans.log").read_text().splitlines()
-        # Both processes scan train/ and val/: two folders, so one scan per machine is 2 lines.
-        scans_per_machine = len(scan_lines) / 2
+        # Both processes read train/ and val/: two folders, so one scan per machine is 2 scans.
+        scans_per_machine = recorded_scans_in(folder / "cache" / "index") / 2
     row = {
         "files": files,
         "setup_seconds_cold": cold["seconds"],
@@ -310,8 +314,8 @@ USS: Private_Clean + Private_Dirty of each of the DataLoader workers (/proc/<pid
 after 10 batches (a quarter of the samples if fewer) and after the iterated samples (shuffled,
 batch 256, crops at `image_size`); the largest growth of a worker. Scans per machine: 2
 processes started at once with no index (rank 0 calls `prepare_data`, both `setup`), scans
-counted through `$STYLEBENCH_SCAN_LOG`. The machine is shared with other jobs: see the load
-averages; timings are under that load.
+counted by the index files (each records the scans it was written from). The machine is shared
+with other jobs: see the load averages; timings are under that load.
 """
 
 

@@ -8,7 +8,7 @@ them into batches of 224-px training crops:
   RandomResizedCrop + flip on uint8, uint8 collate) and `normalize_batch` once per batch;
 - baseline: PIL full-size decoding + `torchvision.transforms.v2` RandomResizedCrop(224),
   RandomHorizontalFlip, ToImage, ToDtype(float32, scale=True), Normalize per image;
-- prepared_shards: the same images prepared as LitData shards (`experiments.prepare`'s writer:
+- shards: the same images written as LitData shards (`experiments.make_shards`'s writer:
   short side 256, JPEG quality 90; written before timing) and streamed by the DataModules'
   training path (`StreamingImageDataset` in a `StreamingDataLoader`, shuffled), with our
   augmentation and `normalize_batch`.
@@ -35,7 +35,8 @@ from torch.utils.data import DataLoader, Dataset
 from benchmarks import machine_description, write_result
 from datamodules.data.dataset import ImageSampleDataset
 from datamodules.data.layout import Sample
-from datamodules.data.shards import SampleEncoder, StreamingImageDataset, write_split
+from datamodules.data.shard_writer import SampleEncoder, write_split
+from datamodules.data.shards import StreamingImageDataset
 from datamodules.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -102,8 +103,8 @@ class TorchvisionBaselineDataset(Dataset):
             return self.transform(image.convert("RGB")), 0
 
 
-def prepare_shards(paths: list[Path], folder: Path, short_side: int = 256) -> Path:
-    """The images as prepared LitData shards (what `experiments.prepare` writes)."""
+def write_shards(paths: list[Path], folder: Path, short_side: int = 256) -> Path:
+    """The images as LitData shards (what `experiments.make_shards` writes)."""
     source = ImageSampleDataset([Sample(str(path), 0, 0) for path in paths], transform=None)
     encoder = SampleEncoder(source, short_side, "jpeg", 90)
     write_split(encoder, len(paths), folder / "train")
@@ -134,7 +135,7 @@ def make_loaders(
         streamed = StreamingImageDataset(
             str(shards), train_transform(image_size), min_decode_side=image_size, shuffle=True
         )
-        loaders["prepared_shards"] = (StreamingDataLoader(streamed, **options), True)
+        loaders["shards"] = (StreamingDataLoader(streamed, **options), True)
     return loaders
 
 
@@ -175,7 +176,7 @@ def run(
     rows = []
     with tempfile.TemporaryDirectory(prefix="stylebench-jpegs-") as folder:
         paths = generate_jpegs(Path(folder), num_images)
-        shards = prepare_shards(paths, Path(folder) / "shards") if with_shards else None
+        shards = write_shards(paths, Path(folder) / "shards") if with_shards else None
         settings_by_mode = [("per core (num_workers=0)", 0)]
         if num_workers > 0:
             settings_by_mode.append((f"num_workers={num_workers}", num_workers))
@@ -206,9 +207,9 @@ def run(
     targets = {"ours_per_core_ge_2x_baseline": per_core["ours"]["ratio_to_baseline"] >= 2.0}
     extra = {}
     if with_shards:
-        ratio = per_core["prepared_shards"]["ratio_to_baseline"]
-        extra["prepared_shards_ratio"] = ratio
-        targets["prepared_shards_per_core_ge_3x_baseline"] = ratio >= 3.0
+        ratio = per_core["shards"]["ratio_to_baseline"]
+        extra["shards_ratio"] = ratio
+        targets["shards_per_core_ge_3x_baseline"] = ratio >= 3.0
     return {
         "name": NAME,
         "machine": machine_description("cpu"),
@@ -220,7 +221,7 @@ def run(
             "batch_size": batch_size,
             "passes": repeats,
             "workers": num_workers,
-            "prepared_short_side": 256 if with_shards else None,
+            "shard_short_side": 256 if with_shards else None,
         },
         **extra,
         "rows": rows,
@@ -234,8 +235,8 @@ NOTES = """
 images/s = images delivered as normalised float batches, decode + augmentation + collate (ours
 also `normalize_batch`, here on the CPU), median over `repeats` passes over the generated JPEGs,
 the pipelines alternating. Per core: `num_workers=0`, one torch thread, one OpenCV thread.
-prepared_shards: the same images prepared once (untimed) as LitData shards, short side 256,
-JPEG quality 90, streamed shuffled; `prepared_shards_ratio` is its per-core images/s over the
+shards: the same images written once (untimed) as LitData shards, short side 256,
+JPEG quality 90, streamed shuffled; `shards_ratio` is its per-core images/s over the
 baseline's in the same run.
 """
 

@@ -32,10 +32,11 @@ from datamodules.data.cifar_archive import (
     load_archive,
 )
 from datamodules.data.dataset import InMemoryImageDataset
-from datamodules.data.layout import DatasetLayoutError, DomainData, DomainSource, Sample
+from datamodules.data.layout import DatasetLayoutError, DomainData, DomainSource
+from datamodules.data.samples import LabelledRows, SampleArray
 from datamodules.data.splitting import stratified_split
 from datamodules.data.style_shift import StyleShiftConfig
-from datamodules.data.transforms import AugmentationConfig, eval_transform, train_transform
+from datamodules.data.transforms import AugmentationConfig, split_transform
 from datamodules.demo.cifar import (
     CIFAR10_FOLDER,
     CIFAR10_TRAIN_BATCHES,
@@ -43,6 +44,7 @@ from datamodules.demo.cifar import (
     ensure_cifar10_demo,
     ensure_cifar100_demo,
 )
+from datamodules.generated import GeneratedData
 
 #: Per-channel statistics of the training images (of [0, 1] RGB).
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -180,7 +182,7 @@ class CIFARDataModule(MultiDomainDataModule):
         return f"val{self.val_images}" if self.val_images else "trainval"
 
     @cached_property
-    def split_samples(self) -> dict[str, list[Sample]]:
+    def split_samples(self) -> dict[str, SampleArray]:
         """Official train (less the hold-out) and test; val is the hold-out, or the test set."""
         archive = self.archive
         labels = archive.labels.tolist()
@@ -196,9 +198,11 @@ class CIFARDataModule(MultiDomainDataModule):
         train, val, _ = stratified_split(
             train_by_class, archive.class_names, fraction, 0.0, self.split_seed
         )
-        test = [(archive.sources[r], labels[r]) for r in range(archive.num_train, len(labels))]
+        test = LabelledRows.from_pairs(
+            (archive.sources[r], labels[r]) for r in range(archive.num_train, len(labels))
+        )
         chosen = {"train": train, "val": val if self.val_images else test, "test": test}
-        return {split: [Sample(p, label, 0) for p, label in chosen[split]] for split in SPLITS}
+        return {split: SampleArray.build([(chosen[split], 0)]) for split in SPLITS}
 
     @cached_property
     def _row_of(self) -> dict[str, int]:
@@ -206,11 +210,13 @@ class CIFARDataModule(MultiDomainDataModule):
 
     def make_dataset(self, split: str, augment: bool | None = None) -> InMemoryImageDataset:
         samples = self.split_samples[split]
-        if split == "train" if augment is None else augment:
-            transform = train_transform(self.image_size, self.augmentation)
-        else:
-            transform = eval_transform(self.image_size, self.resize_size)
-        rows = [self._row_of[sample.path] for sample in samples]
+        transform, _ = split_transform(
+            split == "train" if augment is None else augment,
+            self.image_size,
+            self.resize_size,
+            self.augmentation,
+        )
+        rows = [self._row_of[samples.path(index)] for index in range(len(samples))]
         return InMemoryImageDataset(self.archive.images, rows, samples, transform)
 
 
@@ -259,11 +265,13 @@ class CIFAR100DataModule(CIFARDataModule):
         return load_archive(folder, ["train"], ["test"], "meta", names, labels, count)
 
 
-class CIFAR10DemoDataModule(CIFAR10DataModule):
+class CIFAR10DemoDataModule(GeneratedData, CIFAR10DataModule):
     """Generated CIFAR-10-format archives (the demo shapes at 32 px), created on first use.
 
     Same files and code path as the real dataset.
     """
+
+    demo_generator = staticmethod(ensure_cifar10_demo)
 
     def __init__(
         self,
@@ -284,20 +292,19 @@ class CIFAR10DemoDataModule(CIFAR10DataModule):
             cache_dir: cache folder (default: $STYLEBENCH_DATA_DIR or ~/.cache/stylebench).
             **kwargs: the settings of `CIFAR10DataModule`.
         """
-        self.cache_dir = cache_dir
-        self.demo_settings = {
-            "images_per_class": images_per_class,
-            "test_images_per_class": test_images_per_class,
-            "seed": demo_seed,
-        }
+        self.use_generated_data(
+            cache_dir,
+            images_per_class=images_per_class,
+            test_images_per_class=test_images_per_class,
+            seed=demo_seed,
+        )
         super().__init__(root=root, **kwargs)
 
-    def generate_root(self) -> Path:
-        return ensure_cifar10_demo(self.cache_dir, **self.demo_settings)
 
-
-class CIFAR100DemoDataModule(CIFAR100DataModule):
+class CIFAR100DemoDataModule(GeneratedData, CIFAR100DataModule):
     """Generated CIFAR-100-format archives (100 shape x texture classes), made on first use."""
+
+    demo_generator = staticmethod(ensure_cifar100_demo)
 
     def __init__(
         self,
@@ -318,13 +325,10 @@ class CIFAR100DemoDataModule(CIFAR100DataModule):
             cache_dir: cache folder (default: $STYLEBENCH_DATA_DIR or ~/.cache/stylebench).
             **kwargs: the settings of `CIFAR100DataModule`.
         """
-        self.cache_dir = cache_dir
-        self.demo_settings = {
-            "images_per_class": images_per_class,
-            "test_images_per_class": test_images_per_class,
-            "seed": demo_seed,
-        }
+        self.use_generated_data(
+            cache_dir,
+            images_per_class=images_per_class,
+            test_images_per_class=test_images_per_class,
+            seed=demo_seed,
+        )
         super().__init__(root=root, **kwargs)
-
-    def generate_root(self) -> Path:
-        return ensure_cifar100_demo(self.cache_dir, **self.demo_settings)

@@ -21,6 +21,7 @@ from datamodules.data.image_lists import ImageListFile, entry_problem, read_imag
 from datamodules.data.layout import DatasetLayoutError, DomainData, DomainSource
 from datamodules.data.splitting import LabelledFiles, stratified_folds
 from datamodules.demo import DTD_NUM_PARTITIONS, DTD_SPLITS, ensure_dtd_demo
+from datamodules.generated import GeneratedData
 
 DTD_DOMAIN = "dtd"
 TRAIN_ON_CHOICES = ("train", "train+val")
@@ -206,11 +207,13 @@ class DTDDataModule(MultiDomainDataModule):
         return lists
 
 
-class DTDDemoDataModule(DTDDataModule):
+class DTDDemoDataModule(GeneratedData, DTDDataModule):
     """Generated textures in the DTD layout (with all ten partitions), created on first use.
 
     Same layout and code path as the real dataset.
     """
+
+    demo_generator = staticmethod(ensure_dtd_demo)
 
     def __init__(
         self,
@@ -233,14 +236,11 @@ class DTDDemoDataModule(DTDDataModule):
             cache_dir: cache folder (default: $STYLEBENCH_DATA_DIR or ~/.cache/stylebench).
             **kwargs: the settings of `DTDDataModule`.
         """
-        self.cache_dir = cache_dir
-        self.demo_settings = {
-            "num_classes": demo_classes,
-            "images_per_class": images_per_class,
-            "image_size": demo_image_size,
-            "seed": demo_seed,
-        }
+        self.use_generated_data(
+            cache_dir,
+            num_classes=demo_classes,
+            images_per_class=images_per_class,
+            image_size=demo_image_size,
+            seed=demo_seed,
+        )
         super().__init__(root=root, **kwargs)
-
-    def generate_root(self) -> Path:
-        return ensure_dtd_demo(self.cache_dir, **self.demo_settings)

@@ -12,6 +12,7 @@ from pathlib import Path
 from datamodules.base import MultiDomainDataModule
 from datamodules.data.layout import DatasetLayoutError, DomainSource
 from datamodules.demo import DEMO_DOMAINS, ensure_officehome_demo
+from datamodules.generated import GeneratedData
 
 OFFICEHOME_DOMAINS = ("Art", "Clipart", "Product", "Real World")
 
@@ -86,7 +87,7 @@ class OfficeHomeDataModule(MultiDomainDataModule):
         return sources
 
 
-class OfficeHomeDemoDataModule(OfficeHomeDataModule):
+class OfficeHomeDemoDataModule(GeneratedData, OfficeHomeDataModule):
     """Generated Office-Home-like data (shapes in four styles), created on first use.
 
     Same layout and code path as the real dataset: class is shape, domain is drawing style.
@@ -94,6 +95,7 @@ class OfficeHomeDemoDataModule(OfficeHomeDataModule):
 
     dataset_name = "officehome"
     known_domains: tuple[str, ...] = DEMO_DOMAINS
+    demo_generator = staticmethod(ensure_officehome_demo)
 
     def __init__(
         self,
@@ -116,14 +118,11 @@ class OfficeHomeDemoDataModule(OfficeHomeDataModule):
             cache_dir: cache folder (default: $STYLEBENCH_DATA_DIR or ~/.cache/stylebench).
             **kwargs: the settings of `OfficeHomeDataModule`.
         """
-        self.cache_dir = cache_dir
-        self.demo_settings = {
-            "num_classes": demo_classes,
-            "images_per_class": images_per_class,
-            "image_size": demo_image_size,
-            "seed": demo_seed,
-        }
+        self.use_generated_data(
+            cache_dir,
+            num_classes=demo_classes,
+            images_per_class=images_per_class,
+            image_size=demo_image_size,
+            seed=demo_seed,
+        )
         super().__init__(root=root, **kwargs)
-
-    def generate_root(self) -> Path:
-        return ensure_officehome_demo(self.cache_dir, **self.demo_settings)

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Literal
 
 from datamodules.base import MultiDomainDataModule
-from datamodules.data.index import LabelledRows, labelled_rows
 from datamodules.data.layout import DatasetLayoutError, DomainData, DomainSource
-from datamodules.data.splitting import LabelledFiles
+from datamodules.data.samples import LabelledRows, labelled_rows
 from datamodules.demo import ensure_officehome_demo
+from datamodules.generated import GeneratedData
 
 STYLIZED, IMAGENET = "stylized", "imagenet"
 TRAIN_ON_DOMAINS = {"sin": [STYLIZED], "in": [IMAGENET], "sin+in": [STYLIZED, IMAGENET]}
@@ -96,11 +96,11 @@ class StylizedImageNetDataModule(MultiDomainDataModule):
             for name in self.present_domains()
         ]
 
-    def official_splits(self, domain: DomainData) -> dict[str, LabelledFiles | LabelledRows]:
+    def official_splits(self, domain: DomainData) -> dict[str, LabelledRows]:
         """Train from the domain's `train/` (trained domains only), val and test from `val/`."""
         # Rows of the file index (not lists of pairs): 1.28M training files stay arrays.
         evaluation = labelled_rows(domain.files_by_class, self.class_names)
-        train: LabelledFiles | LabelledRows = []
+        train = LabelledRows.from_pairs([])
         if domain.name not in self.held_out_domains:
             folder = self.split_folder(domain.name, "train")
             scanned = self.scan_domain(DomainSource(domain.name, str(folder)))
@@ -113,13 +113,15 @@ class StylizedImageNetDataModule(MultiDomainDataModule):
         return {"train": train, "val": evaluation, "test": evaluation}
 
 
-class StylizedImageNetDemoDataModule(StylizedImageNetDataModule):
+class StylizedImageNetDemoDataModule(GeneratedData, StylizedImageNetDataModule):
     """Stand-in for SIN/IN from the generated demo data: the demo's shape classes drawn in the
     painterly `Art` style play `stylized` and the photo-like `Real World` style plays `imagenet`.
 
     The demo is generated twice with different seeds, once as `train/` and once as `val/`, so
     the layout and the official-split code path are those of the real dataset.
     """
+
+    demo_generator = staticmethod(ensure_officehome_demo)
 
     def __init__(
         self,
@@ -144,12 +146,12 @@ class StylizedImageNetDemoDataModule(StylizedImageNetDataModule):
             train_on: `sin`, `in` or `sin+in`, as for the real dataset.
             **kwargs: the shared augmentation and loader settings of `MultiDomainDataModule`.
         """
-        self.cache_dir = cache_dir
-        self.demo_settings = {
-            "num_classes": demo_classes,
-            "image_size": demo_image_size,
-            "domains": tuple(_DEMO_FOLDERS.values()),
-        }
+        self.use_generated_data(
+            cache_dir,
+            num_classes=demo_classes,
+            image_size=demo_image_size,
+            domains=tuple(_DEMO_FOLDERS.values()),
+        )
         self.demo_images_per_class = {"train": images_per_class, "val": val_images_per_class}
         self.demo_seed = demo_seed
         super().__init__(root=None, imagenet_root=None, train_on=train_on, **kwargs)
@@ -158,7 +160,7 @@ class StylizedImageNetDemoDataModule(StylizedImageNetDataModule):
     def demo_split_roots(self) -> dict[str, Path]:
         """The generated `train` and `val` trees (two seeds of the same generator)."""
         return {
-            split: ensure_officehome_demo(
+            split: self.demo_generator(
                 self.cache_dir,
                 images_per_class=self.demo_images_per_class[split],
                 seed=self.demo_seed + offset,

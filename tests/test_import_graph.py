@@ -3,6 +3,11 @@
 Data flows one way: no file may import another that (directly or not) imports it back, and no
 file of `datamodules/` may import `lightning_modules/` or the other way round; only the CLI
 module (`lightning_modules/cli.py`), which wires a DataModule to a model, imports both.
+
+Inside `datamodules/` the rooms import downwards only (`ROOMS`): `datamodules/data/` (the
+data library: layouts, index, samples, sources, datasets, loaders) imports nothing else of
+`datamodules/`, and `datamodules/demo/` (the generated sets) only itself and `data/`; the
+DataModules at the top import both. Imports inside functions count like the others.
 """
 
 from __future__ import annotations
@@ -16,6 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("datamodules", "lightning_modules")
 #: The one module allowed to import both sides.
 WIRING_MODULES = {"lightning_modules.cli"}
+#: Room (a package of `datamodules`) -> the parts of `datamodules` its modules may import.
+ROOMS = {
+    "datamodules.data": ("datamodules.data",),
+    "datamodules.demo": ("datamodules.demo", "datamodules.data"),
+}
 
 
 def module_name(path: Path) -> str:
@@ -104,6 +114,22 @@ def cross_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
     )
 
 
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def room_violations(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(module, imported module) pairs where a room imports a part of `datamodules` it may not."""
+    return sorted(
+        (source, target)
+        for source, targets in graph.items()
+        for room, allowed in ROOMS.items()
+        if _within(source, room)
+        for target in targets
+        if _within(target, "datamodules") and not any(_within(target, a) for a in allowed)
+    )
+
+
 def test_the_packages_have_no_import_circles() -> None:
     graph = import_graph(project_modules())
     assert len(graph) > 20, "the walk found too few modules to mean anything"
@@ -115,6 +141,40 @@ def test_data_and_model_code_do_not_import_each_other() -> None:
     assert cross_imports(graph) == []
     # The wiring module is the exception, and it does wire both sides.
     assert {t.split(".")[0] for t in graph["lightning_modules.cli"]} >= set(PACKAGES)
+
+
+def test_the_rooms_of_datamodules_import_only_downwards() -> None:
+    graph = import_graph(project_modules())
+    assert {room for room in ROOMS if any(_within(m, room) for m in graph)} == set(ROOMS)
+    assert room_violations(graph) == []
+
+
+@pytest.mark.parametrize(
+    ("graph", "expected"),
+    [
+        (
+            {"datamodules.data.index": {"datamodules.demo.cache"}},
+            [("datamodules.data.index", "datamodules.demo.cache")],
+        ),
+        ({"datamodules.data": {"datamodules.base"}}, [("datamodules.data", "datamodules.base")]),
+        ({"datamodules.demo.cifar": {"datamodules.data.cifar_archive"}}, []),
+        (
+            {"datamodules.demo.x": {"datamodules.officehome"}},
+            [("datamodules.demo.x", "datamodules.officehome")],
+        ),
+        ({"datamodules.officehome": {"datamodules.demo", "datamodules.data.layout"}}, []),
+    ],
+)
+def test_the_room_check_catches_upward_imports(graph, expected) -> None:
+    assert room_violations(graph) == expected
+
+
+def test_a_function_level_import_of_the_demo_is_a_violation(tmp_path: Path) -> None:
+    index, cache = tmp_path / "index.py", tmp_path / "cache.py"
+    index.write_text("def default_dir():\n    from datamodules.demo.cache import f\n")
+    cache.write_text("def f():\n    pass\n")
+    graph = import_graph({"datamodules.data.index": index, "datamodules.demo.cache": cache})
+    assert room_violations(graph) == [("datamodules.data.index", "datamodules.demo.cache")]
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ from datamodules.data.image_lists import (
 )
 from datamodules.data.layout import DatasetLayoutError, DomainData
 from datamodules.data.problems import DataProblemsError
+from datamodules.data.splitting import TRAINING_SPLITS
 
 # Kinds of problems with one image file: the ones `on_bad_image: skip` tolerates in training,
 # as each of them fails to load there with a `BadImageError` of that kind.
@@ -49,8 +50,6 @@ IMAGE_PROBLEMS = frozenset(
         "symlink-loop",
     }
 )
-# Splits that are trained on; a file in one of them and in val/test is an overlap.
-TRAINING_SPLITS = ("train", "train_target")
 
 
 @dataclass
@@ -342,3 +341,17 @@ def check_datamodule(datamodule, decode: bool = True, workers: int = 4) -> DataR
     good = {split: [p for p in split_paths[split] if p not in bad] for split in split_paths}
     report.add(find_leakage(good))
     return report
+
+
+def require_clean_data(datamodule) -> None:
+    """The check before training (`data.check_data: true`): `DatasetLayoutError` listing the
+    report if it found errors; under `on_bad_image: skip` unreadable images are not errors (the
+    run skips them), while layout and leakage errors still are."""
+    report = check_datamodule(datamodule)
+    errors = report.errors
+    if datamodule.on_bad_image == "skip":
+        errors = [f for f in errors if f.kind not in IMAGE_PROBLEMS]
+    if errors:
+        raise DatasetLayoutError(
+            "the data check found errors (data.check_data: true):\n" + report.format()
+        )

@@ -12,7 +12,6 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.data.image_io import load_rgb
-from datamodules.data.index import SampleArray
 from datamodules.data.layout import Sample
 
 BAD_IMAGE_POLICIES = ("error", "skip")
@@ -43,9 +42,9 @@ class ImageSampleDataset(Dataset):
         """
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise ValueError(f"on_bad_image={on_bad_image!r}; valid choices: ['error', 'skip']")
-        # A SampleArray stays as it is: its arrays are shared by forked workers, where a list
-        # of Sample objects would be copied into each worker page by page as it is read.
-        self.samples = samples if isinstance(samples, SampleArray) else list(samples)
+        # Kept as given: a split's `SampleArray` has arrays that forked workers share, where a
+        # list of Sample objects would be copied into each worker page by page as it is read.
+        self.samples = samples
         self.transform = transform
         self.min_decode_side = min_decode_side
         self.on_bad_image = on_bad_image
@@ -109,7 +108,7 @@ class InMemoryImageDataset(Dataset):
             raise ValueError(f"{len(rows)} rows for {len(samples)} samples")
         self.images = images
         self.rows = torch.as_tensor(list(rows), dtype=torch.long)
-        self.samples = list(samples)
+        self.samples = samples
         self.transform = transform
 
     def __len__(self) -> int:

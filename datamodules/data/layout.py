@@ -47,9 +47,10 @@ class DomainSource:
 class DomainData:
     """One scanned domain: its class folders and image files (label = index in the class list).
 
-    `files_by_class` maps each class to its sorted files: a dict of lists, or for a domain read
-    from the file index (`datamodules/data/index.py`) a read-only mapping over the index's
-    memory-mapped path table.
+    `files_by_class` maps each class to its sorted files: a dict of lists as a scan or reader
+    gives them, or an `IndexedFiles` (`datamodules/data/tables.py`), a read-only mapping over a
+    path table: what the DataModule's domains hold (a scanned folder's from the file index,
+    memory-mapped), so that every domain is split the same way.
     """
 
     name: str

@@ -250,6 +250,24 @@ class StyleShiftedDataset(Dataset):
         return self.plain.transform(image), sample.label, sample.domain_index
 
 
+def style_shifted_sets(
+    datasets: dict[str, Dataset],
+    config: StyleShiftConfig,
+    shift: StyleShift,
+    wrap: Callable[[Dataset, Sequence[str], StyleShift], Dataset],
+) -> dict[str, Dataset]:
+    """`{"val_style": ..., "test_style": ...}`: the plain evaluation sets in `datasets`, each
+    image shifted towards a drawn reference's style; `wrap(plain, references, shift)` builds
+    one (`StyleShiftedDataset`, or its variant for the plain set's source)."""
+    style_images = style_folder_images(config.style_folder) if config.style_folder else None
+    shifted = {}
+    for split in ("val", "test"):
+        plain = datasets[split]
+        references = draw_references(plain.samples, config.seed, style_images)
+        shifted[f"{split}_style"] = wrap(plain, references, shift)
+    return shifted
+
+
 def style_evaluation_due(trainer: pl.Trainer | None, every_n_epochs: int) -> bool:
     """Whether the shifted validation set is evaluated now: always outside `fit` and in the
     sanity check (which catches a broken shift before the first epoch), else every N epochs and

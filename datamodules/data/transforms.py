@@ -210,6 +210,16 @@ def eval_transform(image_size: int, resize_size: int | None = None) -> Albumenta
     )
 
 
+def split_transform(
+    augment: bool, image_size: int, resize_size: int, augmentation: AugmentationConfig
+) -> tuple[AlbumentationsTransform, int]:
+    """(transform, the smallest image side it needs): the training transform (crops of
+    `image_size`) if `augment`, else the evaluation one (resize to `resize_size`, centre crop)."""
+    if augment:
+        return train_transform(image_size, augmentation), image_size
+    return eval_transform(image_size, resize_size), resize_size
+
+
 def normalize_batch(
     images: torch.Tensor,
     mean: tuple[float, float, float] = IMAGENET_MEAN,
@@ -222,3 +232,21 @@ def normalize_batch(
     inverse_std = 1.0 / (torch.tensor(std, device=images.device).view(1, 3, 1, 1) * 255)
     # One new tensor, normalised in place: this runs on every batch.
     return images.float().sub_(mean_tensor).mul_(inverse_std)
+
+
+def normalize_batches(
+    batch,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+):
+    """`normalize_batch` on a batch's uint8 images (its element 0), also inside a dict of
+    batches (`{"source": ..., "target": ...}`); float images, the rest of a batch and None (a
+    batch whose samples were all skipped) pass through."""
+    if batch is None:
+        return None
+    if isinstance(batch, dict):
+        return {key: normalize_batches(part, mean, std) for key, part in batch.items()}
+    images, *rest = batch
+    if images.dtype == torch.uint8:
+        images = normalize_batch(images, mean, std)
+    return (images, *rest)

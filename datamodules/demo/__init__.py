@@ -13,7 +13,8 @@ the published layouts so the demos run through the same code paths as the real d
     python -m datamodules.demo officehome --root /tmp/oh --grid grid.png
 """
 
-from datamodules.demo.cache import COMPLETE_MARKER, default_cache_dir
+from datamodules.data.cache import default_cache_dir
+from datamodules.demo.cache import COMPLETE_MARKER
 from datamodules.demo.cifar import (
     CIFAR_DEMO_VERSION,
     ensure_cifar10_demo,

@@ -19,13 +19,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from datamodules.data.cache import default_cache_dir
+
 COMPLETE_MARKER = ".complete"
-
-
-def default_cache_dir() -> Path:
-    """`$STYLEBENCH_DATA_DIR` if set, else `~/.cache/stylebench`."""
-    configured = os.environ.get("STYLEBENCH_DATA_DIR")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "stylebench"
 
 
 def _resolved_settings(generator: Callable[..., Path], settings: dict) -> dict:

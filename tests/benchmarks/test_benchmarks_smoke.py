@@ -57,10 +57,10 @@ def test_quick_step_time_and_input_pipeline(tmp_path) -> None:
     assert {row["pipeline"] for row in pipeline["rows"]} == {
         "ours",
         "torchvision_baseline",
-        "prepared_shards",
+        "shards",
     }
     assert "ours_per_core_ge_2x_baseline" in pipeline["targets"]
-    assert pipeline["prepared_shards_ratio"] > 0
+    assert pipeline["shards_ratio"] > 0
 
 
 def test_quick_style_shift_times_each_method(tmp_path) -> None:

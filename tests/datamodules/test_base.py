@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import torch
 import datamodules.base as base
 from datamodules.base import MultiDomainDataModule
 from datamodules.data.layout import DatasetLayoutError, DomainData, DomainSource
+from datamodules.data.shards import ShardsError
+from datamodules.data.sources import FileTreeSource, ShardsSource
 from datamodules.officehome import OfficeHomeDataModule
 from tests.conftest import make_officehome_tree
 
@@ -121,3 +124,30 @@ def test_cue_conflict_set_uses_the_evaluation_transform(small_root: Path, tmp_pa
     assert image.dtype == torch.uint8 and image.shape == (3, 24, 24) and index == 4
     with pytest.raises(FileNotFoundError, match="texture-vs-shape"):
         data.cue_conflict_set(root=str(tmp_path / "no-stimuli"))
+
+
+def test_the_sample_source_is_the_file_tree_or_the_shards(small_root: Path, tmp_path) -> None:
+    tree = OfficeHomeDataModule(root=str(small_root), num_workers=0)
+    shards = OfficeHomeDataModule(root=str(small_root), num_workers=0, shards=str(tmp_path))
+    assert isinstance(tree.source, FileTreeSource) and tree.source.datamodule is tree
+    assert isinstance(shards.source, ShardsSource) and shards.source.uri == str(tmp_path)
+    with pytest.raises(ShardsError, match="no folders to scan"):
+        _ = shards.domains
+    with pytest.raises(ValueError, match=r"domain_proportions does not apply to data\.shards"):
+        OfficeHomeDataModule(
+            root=str(small_root), shards=str(tmp_path), domain_proportions={"Art": 1.0}
+        )
+
+
+def test_base_module_does_not_branch_on_the_sample_source() -> None:
+    # Where the samples come from is the source's business (datamodules/data/sources/): no
+    # condition in base.py names the shards.
+    tree = ast.parse(Path(base.__file__).read_text())
+    conditions = [
+        ast.unparse(node.test)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If | ast.IfExp | ast.While | ast.Assert)
+    ]
+    conditions += [ast.unparse(node) for node in ast.walk(tree) if isinstance(node, ast.BoolOp)]
+    assert conditions  # the walk sees the module's conditions
+    assert [c for c in conditions if "shards" in c or "prepared" in c] == []

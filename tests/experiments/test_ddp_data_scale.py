@@ -1,4 +1,4 @@
-"""Two-process DDP (CPU, gloo) with the file index and with prepared shards: one scan per
+"""Two-process DDP (CPU, gloo) with the file index and with LitData shards: one scan per
 machine, and every validation image evaluated once when streaming shards."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from datamodules.data.shards import prepare
+from datamodules.data.index import recorded_scans
+from datamodules.data.shard_writer import write_shards
 from datamodules.officehome import OfficeHomeDemoDataModule
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +27,8 @@ def ddp_fit(tmp_path: Path, name: str, *extra: str) -> tuple[subprocess.Complete
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": str(REPO),
         "STYLEBENCH_DATA_DIR": str(tmp_path / "data"),
-        "STYLEBENCH_SCAN_LOG": str(tmp_path / f"{name}-scans.log"),
+        # The run's own index folder: its index files record the scans of the run's processes.
+        "STYLEBENCH_INDEX_DIR": str(tmp_path / f"{name}-index"),
     }
     command = [
         sys.executable, "-m", "experiments.officehome", "fit",
@@ -53,6 +55,11 @@ def ddp_fit(tmp_path: Path, name: str, *extra: str) -> tuple[subprocess.Complete
     return finished, uri
 
 
+def scans_by_folder(index_dir: Path) -> dict[str, int]:
+    """Scanned folder -> the scans its index file was written from."""
+    return {path.name.rsplit("-", 1)[0]: recorded_scans(path) for path in index_dir.glob("*.index")}
+
+
 def val_num_samples(uri: str) -> set[float]:
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("officehome").experiment_id])
@@ -62,13 +69,10 @@ def val_num_samples(uri: str) -> set[float]:
 @pytest.mark.slow
 def test_two_ddp_processes_scan_each_folder_once(tmp_path: Path) -> None:
     ddp_fit(tmp_path, "tree")
-    scanned = [
-        line.split("\t")[1]
-        for line in (tmp_path / "tree-scans.log").read_text().split("\n")
-        if line
-    ]
+    scanned = scans_by_folder(tmp_path / "tree-index")
     # The four domain folders, each scanned by one of the two processes, once.
-    assert len(scanned) == len(set(scanned)) == 4
+    assert sorted(scanned) == ["Art", "Clipart", "Product", "Real World"]
+    assert set(scanned.values()) == {1}
     assert val_num_samples(f"sqlite:///{tmp_path / 'tree.db'}") == {4 * 3 * 3}
 
 
@@ -77,10 +81,10 @@ def test_two_ddp_processes_on_shards_see_each_validation_image_once(tmp_path: Pa
     source = OfficeHomeDemoDataModule(
         **DEMO, cache_dir=str(tmp_path / "cache"), val_fraction=0.2, test_fraction=0.2
     )
-    prepare(source, tmp_path / "prepared", short_side=40, workers=1)
-    _, uri = ddp_fit(tmp_path, "shards", "--data.init_args.prepared", str(tmp_path / "prepared"))
+    write_shards(source, tmp_path / "shards", short_side=40, workers=1)
+    _, uri = ddp_fit(tmp_path, "shards", "--data.init_args.shards", str(tmp_path / "shards"))
     # 4 domains x 3 classes x 3 validation images, none dropped or counted twice.
     assert len(source.split_samples["val"]) == 36
     assert val_num_samples(uri) == {36}
     # Nothing was scanned: the shards are the data.
-    assert not (tmp_path / "shards-scans.log").exists()
+    assert scans_by_folder(tmp_path / "shards-index") == {}

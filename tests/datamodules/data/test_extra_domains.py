@@ -83,9 +83,9 @@ def test_class_mismatch_names_the_classes_and_class_mapping_fixes_it(demo_root, 
     ours = sorted(p.name for p in sketch.iterdir())
     (sketch / ours[0]).rename(sketch / "their_name")
     with pytest.raises(DatasetLayoutError) as error:
-        make_datamodule(
-            demo_root, extra_domains=[ExtraDomain("Sketch", root=str(sketch))]
-        ).setup("fit")
+        make_datamodule(demo_root, extra_domains=[ExtraDomain("Sketch", root=str(sketch))]).setup(
+            "fit"
+        )
     message = str(error.value)
     assert f"missing ['{ours[0]}']" in message and "extra ['their_name']" in message
     assert "class_mapping" in message
@@ -112,7 +112,11 @@ def test_registered_and_importable_layouts(demo_root, tmp_path) -> None:
     data = make_datamodule(
         demo_root,
         extra_domains=[
-            ExtraDomain("Sketch", root=str(sketch), layout="datamodules.data.extra_domains:read_image_folder")
+            ExtraDomain(
+                "Sketch",
+                root=str(sketch),
+                layout="datamodules.data.extra_domains:read_image_folder",
+            )
         ],
     )
     assert "Sketch" in data.domain_names

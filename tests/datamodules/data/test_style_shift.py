@@ -12,7 +12,6 @@ from conftest import make_officehome_tree, write_jpeg
 from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
-from datamodules.officehome import OfficeHomeDataModule
 from datamodules.data.style_shift import (
     AdaINStyleShift,
     ScheduledLoader,
@@ -20,6 +19,7 @@ from datamodules.data.style_shift import (
     create_style_shift,
     style_evaluation_due,
 )
+from datamodules.officehome import OfficeHomeDataModule
 
 CLASSES = ("Bike", "Bottle", "Chair")
 

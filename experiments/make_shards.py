@@ -1,12 +1,12 @@
-"""Prepare a dataset as LitData shards: `python -m experiments.prepare --config <yaml> --output D`.
+"""Write LitData shards: `python -m experiments.make_shards --config <yaml> --output D`.
 
 Writes every split of the configuration's DataModule (every domain; labels and domain indices)
 into LitData optimized chunks, each image re-encoded with its short side at most `--short-side`
 (never enlarged), with LitData's progress bar; then train with the same configuration plus
-`--data.init_args.prepared DIR` (or the folder uploaded to an object store, `s3://bucket/DIR`):
+`--data.init_args.shards DIR` (or the folder uploaded to an object store, `s3://bucket/DIR`):
 
-    python -m experiments.prepare --config configs/stylized_imagenet/sin.yaml \\
-        --data.init_args.root /data/sin --output /data/sin-prepared [--short-side 256] \\
+    python -m experiments.make_shards --config configs/stylized_imagenet/sin.yaml \\
+        --data.init_args.root /data/sin --output /data/sin-shards [--short-side 256] \\
         [--quality 90] [--workers N] [--encoding jpeg|png]
 
 The splits are the configuration's (held-out and target domains, fractions and seed), so the
@@ -22,12 +22,12 @@ from collections.abc import Sequence
 
 from pytorch_lightning.cli import LightningArgumentParser
 
-from datamodules.data.shards import ENCODINGS, prepare
+from datamodules.data.shard_writer import ENCODINGS, write_shards
 from lightning_modules.cli import ParsedConfig
 
 
-def add_prepare_arguments(parser: LightningArgumentParser) -> None:
-    """The preparation's own options, beside the training CLI's."""
+def add_shard_arguments(parser: LightningArgumentParser) -> None:
+    """The shard writer's own options, beside the training CLI's."""
     parser.add_argument("--output", type=str, required=True, help="folder to write the shards to")
     parser.add_argument(
         "--short-side", type=int, default=256, help="resize so the short side is at most this"
@@ -42,12 +42,13 @@ def add_prepare_arguments(parser: LightningArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Prepare the DataModule of a training config; return the exit status (2: bad input)."""
+    """Write the DataModule of a training config as shards; return the exit status (2: bad
+    input)."""
     try:
         parsed = ParsedConfig(
             args=argv,
-            add_arguments=add_prepare_arguments,
-            prog="python -m experiments.prepare",
+            add_arguments=add_shard_arguments,
+            prog="python -m experiments.make_shards",
             description=__doc__.splitlines()[0],
         )
         datamodule = parsed.instantiate_data()
@@ -56,13 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ERROR: cannot build the DataModule: {error}", file=sys.stderr)
         return 2
     options = parsed.config
-    if datamodule.prepared is not None:
+    if datamodule.shards is not None:
         print(
-            "ERROR: --data.init_args.prepared is set; prepare from the source data", file=sys.stderr
+            "ERROR: --data.init_args.shards is set; write shards from the source data (unset it)",
+            file=sys.stderr,
         )
         return 2
     try:
-        meta = prepare(
+        meta = write_shards(
             datamodule,
             options.output,
             short_side=options.short_side,
@@ -74,8 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ERROR: {error}", file=sys.stderr)
         return 2
     counts = ", ".join(f"{split} {count}" for split, count in meta["splits"].items())
-    print(f"prepared {options.output}: {counts}")
-    print(f"train with: --data.init_args.prepared {options.output}")
+    print(f"wrote {options.output}: {counts}")
+    print(f"train with: --data.init_args.shards {options.output}")
     return 0
 
 
