@@ -14,12 +14,18 @@ from typing import Any
 
 from lightning_modules.methods.base import MethodHost, MethodOutput, TrainingBatch, TrainingMethod
 from lightning_modules.methods.dann import DANN
+from lightning_modules.methods.dsu import DSU
+from lightning_modules.methods.efdmix import EFDMix
 from lightning_modules.methods.erm import ERM
+from lightning_modules.methods.mixstyle import MixStyle
 from lightning_modules.options import check_options, format_options
 
 TRAINING_METHODS: dict[str, type[TrainingMethod]] = {
     "erm": ERM,
     "dann": DANN,
+    "dsu": DSU,
+    "efdmix": EFDMix,
+    "mixstyle": MixStyle,
 }
 
 
@@ -74,10 +80,13 @@ def format_method_options(name: str, options: Mapping[str, Any] | None) -> str:
 
 __all__ = [
     "DANN",
+    "DSU",
     "ERM",
     "TRAINING_METHODS",
+    "EFDMix",
     "MethodHost",
     "MethodOutput",
+    "MixStyle",
     "TrainingBatch",
     "TrainingMethod",
     "check_method_options",
