@@ -12,7 +12,6 @@ that tracking never ends training.
 from __future__ import annotations
 
 import atexit
-import os
 import sys
 import time
 from pathlib import Path
@@ -25,10 +24,10 @@ from pytorch_lightning.loggers.mlflow import LOCAL_FILE_URI_PREFIX
 
 from lightning_modules.tracking.outage import (
     FINAL_FLUSH_INTERVAL_S,
-    SERVER_RETRY_ENVIRONMENT,
     DeferringClient,
     final_flush_timeout_s,
     is_outage,
+    shorten_server_retries,
 )
 from lightning_modules.tracking.store import default_tracking_uri, ensure_store
 
@@ -140,9 +139,7 @@ class StylebenchMLFlowLogger(MLFlowLogger):
         """Open the store and run MLFlowLogger's __init__ with the names set by now."""
         # Before MLflow opens the store: a new SQLite store is created once, under a lock.
         ensure_store(self.tracking_uri)
-        if self.tracking_uri.startswith(("http://", "https://")):
-            for key, value in SERVER_RETRY_ENVIRONMENT.items():
-                os.environ.setdefault(key, value)
+        shorten_server_retries(self.tracking_uri)
         self._started = True
         try:
             MLFlowLogger.__init__(

@@ -29,6 +29,14 @@ FINAL_FLUSH_TIMEOUT_S = 180.0
 FINAL_FLUSH_INTERVAL_S = 5.0
 
 
+def shorten_server_retries(tracking_uri: str) -> None:
+    """For a tracking server (http, https): `SERVER_RETRY_ENVIRONMENT`, except what the
+    environment sets already. Other stores are left as they are."""
+    if tracking_uri.startswith(("http://", "https://")):
+        for key, value in SERVER_RETRY_ENVIRONMENT.items():
+            os.environ.setdefault(key, value)
+
+
 def final_flush_timeout_s() -> float:
     return float(os.environ.get("STYLEBENCH_TRACKING_FLUSH_S", FINAL_FLUSH_TIMEOUT_S))
 

@@ -20,6 +20,7 @@ import torch
 from jsonargparse import Namespace
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from lightning_modules.tracking.outage import shorten_server_retries
 from lightning_modules.tracking.store import tracking_client
 
 #: Where the MLflow run id is kept in a checkpoint (a top-level key, readable without the model).
@@ -183,6 +184,9 @@ def _resolve_last(
     """`resolve_run` for `--ckpt_path last` (see there)."""
     if tracking_uri is None or wanted is None or run_name is None:
         raise ValueError("resolve_run('last') needs tracking_uri, run_name and config_hash")
+    # A fit asks this before its logger starts: with the logger's short retries already, so
+    # that a tracking server that is down answers in seconds, not minutes.
+    shorten_server_retries(tracking_uri)
     if checkpoint_dir:
         candidates = [Path(checkpoint_dir) / LAST_CHECKPOINT]
     else:

@@ -27,6 +27,7 @@ from lightning_modules.tracking import (
     is_outage,
     repair_tracking_store,
 )
+from lightning_modules.tracking.outage import SERVER_RETRY_ENVIRONMENT, shorten_server_retries
 
 REPO = Path(__file__).resolve().parents[2]
 RACERS = 4
@@ -253,3 +254,17 @@ def test_the_logger_wraps_mlflowloggers_private_client(shared_uri: str) -> None:
     assert isinstance(plain._mlflow_client, MlflowClient)
     ours = StylebenchMLFlowLogger(tracking_uri=shared_uri)
     assert isinstance(ours._mlflow_client, DeferringClient)
+
+
+def test_server_retries_are_shortened_for_a_server_only_unless_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key in SERVER_RETRY_ENVIRONMENT:
+        monkeypatch.delenv(key, raising=False)
+    shorten_server_retries("sqlite:///mlflow.db")
+    assert not [key for key in SERVER_RETRY_ENVIRONMENT if key in os.environ]
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")
+    shorten_server_retries("https://tracking.example")
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
+    assert os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == "1"
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"  # the user's setting stays
