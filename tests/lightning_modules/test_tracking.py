@@ -105,6 +105,13 @@ def test_building_the_logger_opens_no_store_and_changes_nothing(
     logger = StylebenchMLFlowLogger(tracking_uri=uri)
     served = StylebenchMLFlowLogger(tracking_uri="http://127.0.0.1:9")
     assert opened == [] and not logger.started and not served.started
+    # Where the CLI looks for checkpoints, read without starting (MLFlowLogger's rule: the
+    # folder of a `file:` store, else none).
+    assert logger.save_dir is None
+    assert StylebenchMLFlowLogger(tracking_uri=f"file:{tmp_path}/mlruns").save_dir == (
+        f"{tmp_path}/mlruns"
+    )
+    assert not logger.started
     assert not missing.parent.exists()
     assert not [key for key in SERVER_RETRY_ENVIRONMENT if key in os.environ]
     # A never-used logger ends nothing and opens nothing.
