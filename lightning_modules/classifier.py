@@ -354,9 +354,6 @@ class MultiDomainClassifier(pl.LightningModule):
             self.log(mean_key, metrics.pop(mean_key), prog_bar=True, add_dataloader_idx=False)
         self.log_dict(metrics, add_dataloader_idx=False)
         self.evaluation_results[stage] = {name: m.cpu() for name, m in matrices.items()}
-        # One heat map per validated epoch (a history), one for the test.
-        suffix = "" if stage == "test" else f"_epoch{self.current_epoch:03d}"
-        self.style_robustness.log_cross_domain(stage, self.trainer, f"{stage}_cross_domain{suffix}")
 
     def _average_batchnorm_statistics(self) -> None:
         """Average BatchNorm running statistics over processes before evaluating.

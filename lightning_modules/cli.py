@@ -10,8 +10,6 @@ and defaults, building only what they need.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 import sys
@@ -33,12 +31,14 @@ from lightning_modules.callbacks.tracking import (
     MLflowSaveConfigCallback,
 )
 from lightning_modules.classifier import MultiDomainClassifier
+from lightning_modules.names import MONITOR
 from lightning_modules.tracking import (
+    CONFIG_HASH_TAG,
+    RunChoice,
     StylebenchMLFlowLogger,
     code_version,
-    read_checkpoint_run_id,
-    recent_run_ids,
-    tracking_client,
+    config_hash,
+    resolve_run,
 )
 
 #: Class paths that configs used to name -> where the class is now.
@@ -56,27 +56,6 @@ LINKED_FROM_DATA = {
     "class_names": "class_names",
     "image_size": "image_size",
 }
-
-LAST_CHECKPOINT = f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
-#: Run tag holding `config_hash` of the resolved config: `--ckpt_path last` resumes only a run
-#: of the same config.
-CONFIG_HASH_TAG = "config_hash"
-#: Settings that may differ between a run and its resumption (the config is otherwise the same).
-RESUME_INDEPENDENT_KEYS = ("ckpt_path", "config", "trainer.logger.init_args.run_id")
-
-
-def config_hash(config: Namespace) -> str:
-    """A stable hash of a subcommand's resolved config, without `RESUME_INDEPENDENT_KEYS`.
-
-    Two commands that resolve to the same settings (from any mix of files and overrides) get
-    the same hash; any setting that changes the training (lr, epochs, data, seed) changes it.
-    """
-    values = config.clone()
-    for key in RESUME_INDEPENDENT_KEYS:
-        if key in values:
-            values.pop(key)
-    text = json.dumps(values.as_dict(), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def check_settings(model: MultiDomainClassifier, datamodule: MultiDomainDataModule) -> None:
@@ -184,9 +163,9 @@ class StylebenchCLI(LightningCLI):
     """LightningCLI with MLflow logging, checkpointing on `val/acc_mean` and data->model links.
 
     The MLflow logger in the config is built by jsonargparse before the DataModule and the model
-    exist; `instantiate_trainer` replaces it by one named after them (experiment = dataset, run
-    = `<backbone>-<module>-<protocol>[-<subcommand>]`) and, for `fit --ckpt_path`, logging into
-    the checkpoint's run.
+    exist, and touches nothing until it is used; `instantiate_trainer` names that same logger
+    after them (experiment = dataset, run = `<backbone>-<module>-<protocol>[-<subcommand>]`)
+    and, for `fit --ckpt_path`, gives it the run `resolve_run` chose to continue.
     """
 
     def __init__(self, datamodule_class=MultiDomainDataModule, args=None, run: bool = True):
@@ -216,7 +195,7 @@ class StylebenchCLI(LightningCLI):
         parser.add_lightning_class_args(EvaluationArtifacts, "evaluation_artifacts")
         parser.set_defaults(
             {
-                "checkpoint.monitor": "val/acc_mean",
+                "checkpoint.monitor": MONITOR,
                 "checkpoint.mode": "max",
                 # Here: also keep an always-latest `last.ckpt` (see `checkpoint_callbacks`).
                 "checkpoint.save_last": True,
@@ -260,9 +239,7 @@ class StylebenchCLI(LightningCLI):
         config, built = self._section(self.config), self._section(self.config_init)
         # Before any MLflow run exists: a bad setting leaves no FAILED run behind.
         check_settings(self.model, self.datamodule)
-        built["trainer"]["logger"] = self._named_loggers(
-            config["trainer"]["logger"], built["trainer"]["logger"]
-        )
+        self._name_loggers(built["trainer"]["logger"])
         best, latest = checkpoint_callbacks(config["checkpoint"].as_dict())
         built["checkpoint"] = best
         present = {type(callback) for callback in built["trainer"]["callbacks"] or []}
@@ -287,103 +264,57 @@ class StylebenchCLI(LightningCLI):
         name = f"{hparams.backbone}-{self.model.variant_name()}-{self.datamodule.protocol}"
         return name if self.subcommand in (None, "fit") else f"{name}-{self.subcommand}"
 
-    def _named_loggers(self, configured: Any, placeholders: Any) -> Any:
-        """The trainer's logger(s), with each StylebenchMLFlowLogger rebuilt from its config."""
-        if isinstance(placeholders, StylebenchMLFlowLogger):
-            return self._named_logger(type(placeholders), configured)
-        if isinstance(placeholders, list):
-            return [
-                self._named_logger(type(built), config)
-                if isinstance(built, StylebenchMLFlowLogger)
-                else built
-                for built, config in zip(placeholders, configured, strict=True)
-            ]
-        return placeholders
+    def _name_loggers(self, loggers: Any) -> None:
+        """Name the trainer's StylebenchMLFlowLogger(s) (see `_name_logger`)."""
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            if isinstance(logger, StylebenchMLFlowLogger):
+                self._name_logger(logger)
 
-    def _named_logger(self, logger_class: type, configured: Namespace) -> StylebenchMLFlowLogger:
-        args = configured["init_args"].as_dict()
-        args["experiment_name"] = args["experiment_name"] or self.datamodule.dataset_name
-        args["run_name"] = args["run_name"] or self.run_name()
-        logger = logger_class(**args)
-        if self.subcommand == "fit" and args["run_id"] is None:
-            run_id = self._checkpoint_run_id(logger, args["experiment_name"], args["run_name"])
-            if run_id is not None:
-                self.resumed_run_id = run_id
-                logger = logger_class(**{**args, "run_id": run_id})
-        return logger
+    def _name_logger(self, logger: StylebenchMLFlowLogger) -> None:
+        """Give the configured logger, before its first use, the names the config left empty
+        (experiment = dataset, run = `run_name()`) and, for `fit --ckpt_path`, the run to
+        continue. The logger is not rebuilt: the command has one."""
+        logger.set_run(
+            experiment_name=logger.experiment_name or self.datamodule.dataset_name,
+            run_name=logger.run_name or self.run_name(),
+        )
+        if self.subcommand == "fit" and logger.requested_run_id is None:
+            choice = self._resolve_run(logger)
+            if choice is not None and choice.run_id is not None:
+                self.resumed_run_id = choice.run_id
+                logger.set_run(run_id=choice.run_id)
 
-    def _checkpoint_run_id(
-        self, logger: StylebenchMLFlowLogger, experiment_name: str, run_name: str
-    ) -> str | None:
-        """`fit --ckpt_path last|<file>`: the checkpoint's MLflow run, to continue it.
+    def _resolve_run(self, logger: StylebenchMLFlowLogger) -> RunChoice | None:
+        """`fit --ckpt_path last|<file>`: the run and checkpoint to continue (`resolve_run`),
+        said on stdout; `ckpt_path` becomes the checkpoint chosen (None: train afresh).
 
         Checkpoints live in `<default_root_dir>/<experiment id>/<run id>/checkpoints`, so "last"
-        cannot be found before the run id is known: it is resolved here to the `last.ckpt` of
-        the newest run with this config's run name (or in `checkpoint.dirpath` when set).
+        cannot be found before the run id is known: it is resolved here, before the trainer
+        exists, among the runs of this run name and config (or in `checkpoint.dirpath`).
         """
         built = self._section(self.config_init)
-        ckpt_path = built.get("ckpt_path")
-        if not ckpt_path:
+        if not built.get("ckpt_path"):
             return None
-        if ckpt_path == "last":
-            ckpt_path = self._find_last_checkpoint(logger, experiment_name, run_name)
-            if ckpt_path is None:
-                print(
-                    f"--ckpt_path last: no unfinished run {run_name!r} of this config "
-                    f"({CONFIG_HASH_TAG} {self.config_hash()}) has a {LAST_CHECKPOINT}; "
-                    "starting a new run"
-                )
-                built["ckpt_path"] = None
-                return None
-            built["ckpt_path"] = ckpt_path
-        run_id = read_checkpoint_run_id(ckpt_path)
-        if run_id is not None:
-            print(f"Resuming MLflow run {run_id} from {ckpt_path}")
-        return run_id
+        config = self._section(self.config)
+        choice = resolve_run(
+            built["ckpt_path"],
+            tracking_uri=logger.tracking_uri,
+            experiment_name=logger.experiment_name,
+            run_name=logger.run_name,
+            config_hash=self.config_hash(),
+            checkpoint_dir=config["checkpoint"]["dirpath"],
+            checkpoint_root=(
+                logger.save_dir or config["trainer"]["default_root_dir"] or os.getcwd()
+            ),
+        )
+        for line in choice.report():
+            print(line)
+        built["ckpt_path"] = choice.ckpt_path
+        return choice
 
     def config_hash(self) -> str:
-        """`config_hash` of this command's resolved config (see the module function)."""
+        """`config_hash` of this command's resolved config (`lightning_modules.tracking`)."""
         return config_hash(self._section(self.config))
-
-    def _find_last_checkpoint(
-        self, logger: StylebenchMLFlowLogger, experiment_name: str, run_name: str
-    ) -> str | None:
-        """The `last.ckpt` of the newest unfinished run of this run name and resolved config.
-
-        A FINISHED run, or one of another config (`config_hash` tag), is never reopened: the
-        candidates' runs are checked, also for a `last.ckpt` in a fixed `checkpoint.dirpath`.
-        """
-        config = self._section(self.config)
-        dirpath = config["checkpoint"]["dirpath"]
-        if dirpath:
-            candidates = [Path(dirpath) / LAST_CHECKPOINT]
-        else:
-            experiment_id, run_ids = recent_run_ids(logger.tracking_uri, experiment_name, run_name)
-            root = Path(logger.save_dir or config["trainer"]["default_root_dir"] or os.getcwd())
-            candidates = [
-                root / str(experiment_id) / run_id / "checkpoints" / LAST_CHECKPOINT
-                for run_id in run_ids
-            ]
-        client, wanted = tracking_client(logger.tracking_uri), self.config_hash()
-        for path in candidates:
-            if not path.is_file():
-                continue
-            run_id = read_checkpoint_run_id(path)
-            if run_id is None:
-                continue
-            try:
-                run = client.get_run(run_id)
-            except Exception as error:  # a checkpoint of another store
-                print(f"--ckpt_path last: not resuming {path}: its run {run_id}: {error}")
-                continue
-            found = run.data.tags.get(CONFIG_HASH_TAG)
-            if run.info.status == "FINISHED" or found != wanted:
-                why = "it is FINISHED" if run.info.status == "FINISHED" else "its config differs"
-                print(f"--ckpt_path last: not resuming run {run_id} ({path}): {why}")
-                continue
-            print(f"--ckpt_path last: run {run_id} is {run.info.status} with this config")
-            return str(path)
-        return None
 
     def _describe_run(self) -> None:
         """Tag the MLflow run (and mark a resumed one running) before anything is logged."""

@@ -4,8 +4,9 @@ The shifted set (`datamodules/style_shift.py`, DataLoader index 1) is scored per
 plain one: `<stage>/style_acc/<domain>`, `<stage>/style_acc_mean` over the model-selection
 (trained) domains, and `<stage>/style_robustness` = style_acc_mean / acc_mean, 1 for a model
 that style does not affect. Beside it, the cross-domain matrix (each domain head's accuracy on
-each domain's plain data) goes to MLflow as a heat map: how far each head's knowledge carries
-to the other styles.
+each domain's plain data, kept in `StyleRobustness.results`) is what `EvaluationArtifacts`
+(`lightning_modules/callbacks/artifacts.py`) logs to MLflow as a heat map: how far each head's
+knowledge carries to the other styles.
 """
 
 from __future__ import annotations
@@ -13,18 +14,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from matplotlib.figure import Figure
 from torch import nn
 from torchmetrics import Metric
 
 from lightning_modules.metrics import DomainAccuracy, accuracy_from_confusion
 from lightning_modules.names import metric_safe_name
-from lightning_modules.tracking import find_mlflow_logger
 
 #: `dataloader_idx` of the style-shifted set in validation and test (the plain set is 0).
 STYLE_SHIFTED_DATALOADER = 1
-
-ARTIFACT_FOLDER = "style_robustness"
 
 
 def style_summary(
@@ -80,30 +77,6 @@ class CrossDomainAccuracy(Metric):
         return torch.where(self.total > 0, accuracy, torch.nan)
 
 
-def cross_domain_figure(
-    matrix: torch.Tensor, head_names: Sequence[str], domain_names: Sequence[str], title: str
-) -> Figure:
-    """Heat map of a cross-domain accuracy matrix, values written in the cells."""
-    # A bare Figure (not pyplot) needs no GUI backend and leaves no global state behind.
-    figure = Figure(figsize=(1.2 * len(domain_names) + 2.5, 0.9 * len(head_names) + 1.8))
-    axes = figure.add_subplot()
-    values = matrix.cpu().float().numpy()
-    image = axes.imshow(values, vmin=0.0, vmax=1.0, cmap="viridis")
-    axes.set_xticks(range(len(domain_names)), list(domain_names), rotation=30, ha="right")
-    axes.set_yticks(range(len(head_names)), list(head_names))
-    axes.set_xlabel("data domain")
-    axes.set_ylabel("head")
-    axes.set_title(title)
-    for row, column in ((r, c) for r in range(len(head_names)) for c in range(len(domain_names))):
-        value = values[row, column]
-        text = "-" if value != value else f"{100 * value:.1f}"
-        # Light text on the dark end of viridis, dark on the bright end.
-        axes.text(column, row, text, ha="center", va="center", color="w" if value < 0.6 else "k")
-    figure.colorbar(image, ax=axes, label="accuracy")
-    figure.tight_layout()
-    return figure
-
-
 class StyleRobustness(nn.Module):
     """Per-stage accumulators of the style metrics, for `MultiDomainClassifier`.
 
@@ -139,7 +112,8 @@ class StyleRobustness(nn.Module):
         )
         # Whether this pass saw shifted batches: a skipped pass reports nothing.
         self._shifted_seen = dict.fromkeys(stages, False)
-        #: Shifted-set confusion matrices and the cross-domain matrix of the last reported pass.
+        #: Shifted-set confusion matrices and the cross-domain matrix of the last reported pass;
+        #: each reported pass puts a new dict here (`EvaluationArtifacts` logs each one once).
         self.results: dict[str, dict] = {}
 
     def update_shifted(
@@ -180,33 +154,3 @@ class StyleRobustness(nn.Module):
         summary = style_summary(style_accuracies, plain_accuracies, self.trained_domains)
         metrics.update({f"{stage}/{key}": value for key, value in summary.items()})
         return metrics
-
-    def log_cross_domain(self, stage: str, trainer, artifact_name: str) -> None:
-        """Log the stage's last cross-domain matrix to MLflow as a heat map and as JSON.
-
-        Args:
-            stage: "val" or "test".
-            trainer: the Trainer; only its global-zero process logs, and nothing is logged in
-                the sanity check or without an MLflow logger.
-            artifact_name: file name without extension, inside the `style_robustness` folder.
-        """
-        matrix = self.results.get(stage, {}).get("cross_domain")
-        if matrix is None or trainer is None or trainer.sanity_checking:
-            return
-        if not trainer.is_global_zero or len(self.domain_names) < 2:
-            return
-        logger = find_mlflow_logger(trainer)
-        if logger is None:
-            return
-        figure = cross_domain_figure(
-            matrix, self.trained_domains, self.domain_names, f"{stage}: head accuracy per domain"
-        )
-        path = f"{ARTIFACT_FOLDER}/{artifact_name}"
-        logger.experiment.log_figure(logger.run_id, figure, f"{path}.png")
-        table = {
-            "heads": self.trained_domains,
-            "domains": self.domain_names,
-            # NaN (a domain without samples) is not JSON: None instead.
-            "accuracy": [[v if v == v else None for v in row] for row in matrix.tolist()],
-        }
-        logger.experiment.log_dict(logger.run_id, table, f"{path}.json")

@@ -7,14 +7,13 @@ run found by its tags (`sweep`, `sweep.trial_hash`), never by name or recency, s
 
 - no run yet: one is created (tags: `mlflow.parentRunId`, the trial's settings and hash), and
   the fit logs into it (`--trainer.logger.init_args.run_id`);
-- a run and `<trial>/checkpoints/last.ckpt` (written for this run): the fit resumes it with
-  `--ckpt_path last` and `--checkpoint.dirpath <trial>/checkpoints`; the CLI reads the run id
+- a run and `<trial>/checkpoints/last.ckpt`: `resolve_run` (the rule the CLI's `--ckpt_path`
+  follows) resumes the checkpoint only if it was written for this run. The fit then gets
+  `--ckpt_path last` and `--checkpoint.dirpath <trial>/checkpoints`: the CLI reads the run id
   from the checkpoint, checks that the run is unfinished and of the same resolved config
   (which the trial's settings guarantee: the run is marked RUNNING before the fit starts), and
-  continues it, dropping points the killed process had already logged. (Not `--ckpt_path
-  <file>`: for an existing file LightningCLI re-reads the model's init arguments from the
-  checkpoint's hyperparameters, which leave out the optimizer, so the resumed fit would build
-  the default SGD and fail to load the saved AdamW state.)
+  continues it, dropping points the killed process had already logged. A `last.ckpt` of
+  another run (another MLflow store, a deleted run) is moved aside and the trial starts afresh.
 - a run without a checkpoint (killed in its first epoch): the fit starts over in the same run.
 
 A failing fit leaves its log's tail as the run's `sweep.error` tag and the whole log as the
@@ -39,7 +38,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from experiments.sweeps.spec import REPO_ROOT, SweepSpec, Trial
-from lightning_modules.tracking import read_checkpoint_run_id
+from lightning_modules.names import ACC_MEAN, TEST, metric_key
+from lightning_modules.tracking import LAST_CHECKPOINT, resolve_run
 
 PARENT_TAG = "mlflow.parentRunId"
 SWEEP_TAG = "sweep"
@@ -51,7 +51,6 @@ ERROR_TAG = "sweep.error"
 SETTING_PREFIX = "setting."
 #: How much of a failed trial's log goes into its `sweep.error` tag (MLflow caps tag values).
 ERROR_TAIL_CHARS = 4000
-LAST_CHECKPOINT = "last.ckpt"
 # prctl(2) option: signal the child when the thread that started it dies.
 PR_SET_PDEATHSIG = 1
 
@@ -206,15 +205,15 @@ def run_trial(config: dict[str, Any]) -> dict[str, Any]:
     client.set_tag(run_id, STATE_TAG, "running")
     client.update_run(run_id, status="RUNNING")
     last = folder / "checkpoints" / LAST_CHECKPOINT
-    if last.is_file() and read_checkpoint_run_id(last) != run_id:
+    choice = resolve_run(last if last.is_file() else None, run_id=run_id)
+    if last.is_file() and choice.ckpt_path is None:
         # Left by a sweep logged to another MLflow store (or a deleted run): resuming it would
         # log into a run that is not this trial's. Kept aside, and the trial starts afresh.
         stale = folder / f"checkpoints.stale-{time.strftime('%Y%m%d-%H%M%S')}"
         (folder / "checkpoints").rename(stale)
         (folder / "checkpoints").mkdir()
-    command = trial_command(
-        spec, trial, tracking_uri, folder, run_id, last if last.is_file() else None
-    )
+    resume_from = None if choice.ckpt_path is None else Path(choice.ckpt_path)
+    command = trial_command(spec, trial, tracking_uri, folder, run_id, resume_from)
     threads = str(max(1, int(spec.resources["cpu"])))
     # Tracebacks in trial.log (the error tag keeps its end, which is the message).
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
@@ -222,7 +221,7 @@ def run_trial(config: dict[str, Any]) -> dict[str, Any]:
     log_path = folder / "trial.log"
     started = time.perf_counter()
     with log_path.open("a") as log:
-        log.write(f"\n$ {' '.join(command)}\n")
+        log.write(f"\n{choice.reason}\n$ {' '.join(command)}\n")
         log.flush()
         returncode = subprocess.run(
             command,
@@ -236,15 +235,16 @@ def run_trial(config: dict[str, Any]) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     finished = client.get_run(run_id)
     metrics = finished.data.metrics
-    if returncode == 0 and "test/acc_mean" in metrics:
+    test_acc_mean = metric_key(TEST, ACC_MEAN)
+    if returncode == 0 and test_acc_mean in metrics:
         client.set_tag(run_id, STATE_TAG, "done")
         client.log_metric(run_id, "sweep/trial_seconds", seconds)
         client.set_terminated(run_id, "FINISHED")
-        return {k: v for k, v in metrics.items() if k.startswith("test/")} | {
+        return {k: v for k, v in metrics.items() if k.startswith(f"{TEST}/")} | {
             "trial_seconds": seconds
         }
     tail = log_path.read_text(errors="replace")[-ERROR_TAIL_CHARS:]
-    problem = f"exit status {returncode}" if returncode else "finished without test/acc_mean"
+    problem = f"exit status {returncode}" if returncode else f"finished without {test_acc_mean}"
     client.set_tag(run_id, ERROR_TAG, f"{problem}; end of trial.log:\n{tail}")
     client.set_tag(run_id, STATE_TAG, "failed")
     client.log_artifact(run_id, str(log_path))

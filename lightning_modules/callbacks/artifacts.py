@@ -1,8 +1,11 @@
-"""Evaluation artifacts in MLflow: per-domain accuracy chart, confusion matrices, per-class CSV.
+"""Evaluation artifacts in MLflow: per-domain accuracy chart, confusion matrices, per-class CSV,
+and the cross-domain heat map of the style-robustness evaluation.
 
 `EvaluationArtifacts` (a Lightning callback, registered by the CLI) logs them for the best
 validation epoch at the end of `fit`, for each `validate`, and for each `test`, under
-`evaluation/<stage>/` in the run. The figures and tables are drawn by `charts.py`.
+`evaluation/<stage>/` in the run, and the cross-domain matrix of every pass that computed one
+under `style_robustness/`. The figures and tables are drawn by `charts.py`; every figure of a
+run is logged by a callback, none by the LightningModule.
 """
 
 from __future__ import annotations
@@ -15,18 +18,30 @@ from pytorch_lightning.trainer.states import TrainerFn
 from lightning_modules.callbacks.charts import (
     accuracy_bar_chart,
     confusion_matrix_figure,
+    cross_domain_figure,
     per_class_accuracy_csv,
 )
 from lightning_modules.callbacks.contracts import EvaluatedModel, require
 from lightning_modules.metrics import accuracy_from_confusion
-from lightning_modules.names import metric_safe_name
+from lightning_modules.names import (
+    ACC_HELD_OUT_MEAN,
+    ACC_MEAN,
+    ACC_WORST,
+    LOSS,
+    STYLE_ACC,
+    TEST,
+    VAL,
+    metric_safe_name,
+)
 from lightning_modules.tracking import find_mlflow_logger
 
 NUM_PARAMETERS_KEY = "model/num_parameters"
 # Metrics copied into `summary.json` besides per-domain accuracy, when the run logged them
 # (the style metrics come from the style-robustness evaluation, absent in plain runs).
-SUMMARY_PREFIXES = ("acc_mean", "acc_worst", "acc_held_out_mean", "loss", "style_")
-STYLE_ACC_PREFIX = "style_acc/"
+SUMMARY_PREFIXES = (ACC_MEAN, ACC_WORST, ACC_HELD_OUT_MEAN, LOSS, "style_")
+STYLE_ACC_PREFIX = f"{STYLE_ACC}/"
+#: Folder of the cross-domain heat maps (`.png`) and matrices (`.json`) in the run.
+CROSS_DOMAIN_FOLDER = "style_robustness"
 
 
 def checkpoint_best(trainer: Trainer) -> tuple[str, float | None] | None:
@@ -51,6 +66,11 @@ class EvaluationArtifacts(Callback):
     `<stage>/style_*` metrics), and `style_robustness.png` when style metrics were logged.
     The parameter count is logged as the `model/num_parameters` param when a run starts.
     Needs a model with `evaluation_results` and `class_names` (`EvaluatedModel`).
+
+    The cross-domain matrix of a model with `style_robustness` (`StyleRobustness`), for each
+    pass that evaluated the style-shifted set, goes under `style_robustness/` as a heat map and
+    a table: `val_cross_domain_epochNNN.png|json` per validated epoch (a history),
+    `test_cross_domain.png|json` per test.
     """
 
     def __init__(self, confusion_matrices: bool = True) -> None:
@@ -63,6 +83,9 @@ class EvaluationArtifacts(Callback):
         # after every other callback), and the checkpoint's best before that judgement.
         self._pending: dict | None = None
         self._best_before: tuple[str, float | None] | None = None
+        # stage -> the model's style results (`StyleRobustness.results[stage]`) seen last: a
+        # pass without the style-shifted set leaves the previous ones there, not logged again.
+        self._cross_domain_seen: dict[str, dict] = {}
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         require(pl_module, EvaluatedModel, "EvaluationArtifacts")
@@ -91,22 +114,53 @@ class EvaluationArtifacts(Callback):
         self._log_parameter_count(trainer, pl_module)
 
     def on_validation_end(self, trainer: Trainer, pl_module: EvaluatedModel) -> None:
-        if trainer.sanity_checking or "val" not in pl_module.evaluation_results:
+        self._log_cross_domain(trainer, pl_module, VAL)
+        if trainer.sanity_checking or VAL not in pl_module.evaluation_results:
             return
-        snapshot = self._snapshot(trainer, pl_module, "val")
+        snapshot = self._snapshot(trainer, pl_module, VAL)
         if trainer.state.fn == TrainerFn.VALIDATING:
-            self._log(trainer, pl_module, "val", snapshot)
+            self._log(trainer, pl_module, VAL, snapshot)
         else:
             self._pending, self._best_before = snapshot, checkpoint_best(trainer)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._judge_pending(trainer)
         if self._best is not None:
-            self._log(trainer, pl_module, "val", self._best)
+            self._log(trainer, pl_module, VAL, self._best)
 
     def on_test_end(self, trainer: Trainer, pl_module: EvaluatedModel) -> None:
-        if "test" in pl_module.evaluation_results:
-            self._log(trainer, pl_module, "test", self._snapshot(trainer, pl_module, "test"))
+        self._log_cross_domain(trainer, pl_module, TEST)
+        if TEST in pl_module.evaluation_results:
+            self._log(trainer, pl_module, TEST, self._snapshot(trainer, pl_module, TEST))
+
+    def _log_cross_domain(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """The cross-domain matrix of the pass that just ended, if it computed one (see the
+        class docstring); nothing in the sanity check, off global rank zero, without an MLflow
+        logger, or with a single domain."""
+        style = getattr(pl_module, "style_robustness", None)
+        results = getattr(style, "results", {}).get(stage)
+        if results is None or results is self._cross_domain_seen.get(stage):
+            return
+        self._cross_domain_seen[stage] = results
+        logger = find_mlflow_logger(trainer)
+        if trainer.sanity_checking or logger is None or not trainer.is_global_zero:
+            return
+        if len(style.domain_names) < 2:
+            return
+        matrix = results["cross_domain"]
+        suffix = "" if stage == TEST else f"_epoch{trainer.current_epoch:03d}"
+        path = f"{CROSS_DOMAIN_FOLDER}/{stage}_cross_domain{suffix}"
+        title = f"{stage}: head accuracy per domain"
+        client, run_id = logger.experiment, logger.run_id
+        figure = cross_domain_figure(matrix, style.trained_domains, style.domain_names, title)
+        client.log_figure(run_id, figure, f"{path}.png")
+        table = {
+            "heads": list(style.trained_domains),
+            "domains": list(style.domain_names),
+            # NaN (a domain without samples) is not JSON: None instead.
+            "accuracy": [[v if v == v else None for v in row] for row in matrix.tolist()],
+        }
+        client.log_dict(run_id, table, f"{path}.json")
 
     def _judge_pending(self, trainer: Trainer) -> None:
         """Once the checkpoint callback has seen the pending validation (at the next validation

@@ -1,4 +1,5 @@
-"""Evaluation figures and tables: per-domain accuracy bars, confusion matrices, per-class CSV.
+"""Evaluation figures and tables: per-domain accuracy bars, confusion matrices, the cross-domain
+heat map, per-class CSV.
 
 Drawn on `matplotlib.figure.Figure` objects, which render through Agg without touching pyplot's
 global backend state. `EvaluationArtifacts` logs them per run; the comparison report
@@ -114,6 +115,30 @@ def confusion_matrix_figure(matrix: torch.Tensor, class_names: Sequence[str], ti
                         fontsize=7,
                         color="white" if dark else "black",
                     )
+    figure.tight_layout()
+    return figure
+
+
+def cross_domain_figure(
+    matrix: torch.Tensor, head_names: Sequence[str], domain_names: Sequence[str], title: str
+) -> Figure:
+    """Heat map of a cross-domain accuracy matrix, values written in the cells."""
+    # A bare Figure (not pyplot) needs no GUI backend and leaves no global state behind.
+    figure = Figure(figsize=(1.2 * len(domain_names) + 2.5, 0.9 * len(head_names) + 1.8))
+    axes = figure.add_subplot()
+    values = matrix.cpu().float().numpy()
+    image = axes.imshow(values, vmin=0.0, vmax=1.0, cmap="viridis")
+    axes.set_xticks(range(len(domain_names)), list(domain_names), rotation=30, ha="right")
+    axes.set_yticks(range(len(head_names)), list(head_names))
+    axes.set_xlabel("data domain")
+    axes.set_ylabel("head")
+    axes.set_title(title)
+    for row, column in ((r, c) for r in range(len(head_names)) for c in range(len(domain_names))):
+        value = values[row, column]
+        text = "-" if value != value else f"{100 * value:.1f}"
+        # Light text on the dark end of viridis, dark on the bright end.
+        axes.text(column, row, text, ha="center", va="center", color="w" if value < 0.6 else "k")
+    figure.colorbar(image, ax=axes, label="accuracy")
     figure.tight_layout()
     return figure
 

@@ -11,6 +11,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.cli import SaveConfigCallback
 
 from lightning_modules.callbacks.contracts import BadImageReporting, require
+from lightning_modules.names import BAD_IMAGES
 from lightning_modules.tracking import RUN_ID_KEY, find_mlflow_logger
 
 
@@ -56,8 +57,8 @@ class BadImagesCallback(Callback):
         if datamodule is None or datamodule.on_bad_image != "skip":
             return
         in_split = datamodule.bad_images(split)
-        pl_module.log(f"data/bad_images/{split}", float(len(in_split)))
-        pl_module.log("data/bad_images", float(len(datamodule.bad_images())))
+        pl_module.log(f"{BAD_IMAGES}/{split}", float(len(in_split)))
+        pl_module.log(BAD_IMAGES, float(len(datamodule.bad_images())))
         logger = find_mlflow_logger(trainer)
         if logger is None or not trainer.is_global_zero:
             return

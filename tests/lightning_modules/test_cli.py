@@ -1,8 +1,10 @@
-"""The CLI's own pieces: moved class paths in old configs, and the two checkpoint callbacks
-(the monitored best, and the always-latest `last.ckpt` that `--ckpt_path last` resumes)."""
+"""The CLI's own pieces: moved class paths in old configs, the two checkpoint callbacks (the
+monitored best, and the always-latest `last.ckpt` that `--ckpt_path last` resumes), and one
+MLflow logger per command."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from experiments.officehome import main
 from lightning_modules.cli import MOVED_CLASS_PATHS, check_moved_class_paths, checkpoint_callbacks
+from lightning_modules.tracking import StylebenchMLFlowLogger
 from tests.experiments.test_officehome_cli import tiny_demo_args
 
 OLD = "lightning_modules.shape_bias.ShapeBiasCallback"
@@ -108,7 +111,25 @@ def test_last_checkpoint_is_the_latest_state_when_the_monitor_stops_improving(
     assert {"best-epoch000", "last"} <= uploaded
 
 
-def test_fit_resumes_from_a_checkpoint_file_with_its_own_optimizer(tmp_path, mlflow_uri) -> None:
+@pytest.fixture
+def built_loggers(monkeypatch: pytest.MonkeyPatch) -> list[StylebenchMLFlowLogger]:
+    """Every StylebenchMLFlowLogger built while the test runs, in order."""
+    built: list[StylebenchMLFlowLogger] = []
+    original = StylebenchMLFlowLogger.__init__
+
+    # `wraps` keeps the signature and docstring jsonargparse reads the config's init_args from.
+    @functools.wraps(original)
+    def counting(self, *args, **kwargs) -> None:
+        built.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(StylebenchMLFlowLogger, "__init__", counting)
+    return built
+
+
+def test_fit_resumes_from_a_checkpoint_file_with_its_own_optimizer(
+    tmp_path, mlflow_uri, built_loggers
+) -> None:
     # LightningCLI re-parses the model from a checkpoint file's hyperparameters, which leave the
     # optimizer out: AdamW fell back to SGD and loading its state failed. The override keeps the
     # command's config; the private hook it overrides must still exist.
@@ -117,8 +138,14 @@ def test_fit_resumes_from_a_checkpoint_file_with_its_own_optimizer(tmp_path, mlf
     assert callable(getattr(LightningCLI, "_parse_ckpt_path", None))
     short = ("--trainer.limit_train_batches", "2", "--data.init_args.style_shift", "{method: null}")
     first = main(["fit", *tiny_demo_args(tmp_path, *short, epochs=1)])
+    # One logger per command: the one built from the config, named after the data and model.
+    assert built_loggers == [first.trainer.logger]
+    assert first.trainer.logger.experiment_name == first.datamodule.dataset_name
+    assert first.trainer.logger.run_name == first.run_name()
     last = Path(first.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+    built_loggers.clear()
     resumed = main(["fit", *tiny_demo_args(tmp_path, *short, epochs=2), "--ckpt_path", str(last)])
+    assert built_loggers == [resumed.trainer.logger]  # also when it attaches to the run resumed
     assert type(resumed.trainer.optimizers[0]).__name__ == "AdamW"
     assert resumed.trainer.global_step == 4  # two steps before, two after the resume
     assert resumed.trainer.logger.run_id == first.trainer.logger.run_id

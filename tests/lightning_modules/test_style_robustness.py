@@ -8,12 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_modules.style_robustness import (
-    CrossDomainAccuracy,
-    StyleRobustness,
-    cross_domain_figure,
-    style_summary,
-)
+from lightning_modules.callbacks.charts import cross_domain_figure
+from lightning_modules.style_robustness import CrossDomainAccuracy, StyleRobustness, style_summary
 
 
 def test_style_summary_is_the_ratio_of_means_over_trained_domains() -> None:

@@ -1,8 +1,10 @@
-"""The MLflow logger: finding it, resuming a run without duplicate steps, run status, and the
-checkpoints it uploads at the end of training."""
+"""The MLflow logger: built without side effects and named before its first use, finding it,
+resuming a run without duplicate steps, run status, and the checkpoints it uploads at the end
+of training."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,7 +13,13 @@ from mlflow import MlflowClient
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
-from lightning_modules.tracking import StylebenchMLFlowLogger, find_mlflow_logger
+from lightning_modules.tracking import (
+    StylebenchMLFlowLogger,
+    TrackingStoreError,
+    find_mlflow_logger,
+)
+from lightning_modules.tracking import logger as logger_module
+from lightning_modules.tracking.outage import SERVER_RETRY_ENVIRONMENT
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +86,58 @@ def test_final_upload_has_the_best_and_the_latest_checkpoint(
     uploaded = {a.path for a in client.list_artifacts(logger.run_id)}
     assert uploaded == {"best-epoch001", "last"}
     assert [a.path for a in client.list_artifacts(logger.run_id, "last")] == ["last/last.ckpt"]
+
+
+def test_building_the_logger_opens_no_store_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A store in a folder that does not exist yet: opening it (MlflowClient, ensure_store) would
+    # fail or create files, so building the logger must do neither.
+    missing = tmp_path / "not-yet" / "mlflow.db"
+    uri = f"sqlite:///{missing}"
+    opened: list[str] = []
+    real_ensure_store = logger_module.ensure_store
+    monkeypatch.setattr(
+        logger_module, "ensure_store", lambda u: opened.append(u) or real_ensure_store(u)
+    )
+    for key in SERVER_RETRY_ENVIRONMENT:
+        monkeypatch.delenv(key, raising=False)
+    logger = StylebenchMLFlowLogger(tracking_uri=uri)
+    served = StylebenchMLFlowLogger(tracking_uri="http://127.0.0.1:9")
+    assert opened == [] and not logger.started and not served.started
+    # Where the CLI looks for checkpoints, read without starting (MLFlowLogger's rule: the
+    # folder of a `file:` store, else none).
+    assert logger.save_dir is None
+    assert StylebenchMLFlowLogger(tracking_uri=f"file:{tmp_path}/mlruns").save_dir == (
+        f"{tmp_path}/mlruns"
+    )
+    assert not logger.started
+    assert not missing.parent.exists()
+    assert not [key for key in SERVER_RETRY_ENVIRONMENT if key in os.environ]
+    # A never-used logger ends nothing and opens nothing.
+    logger.finalize("success")
+    assert opened == [] and not missing.parent.exists()
+    # The first use opens the store, and says what is wrong with it.
+    with pytest.raises(TrackingStoreError, match="in a folder that does not exist"):
+        logger.log_metrics({"train/loss": 1.0}, step=0)
+    assert opened == [uri] and not logger.started
+
+
+def test_names_set_before_the_first_use_name_the_run(tracking_uri: str) -> None:
+    logger = StylebenchMLFlowLogger(tracking_uri=tracking_uri)
+    logger.set_run(experiment_name="late", run_name="named-late")
+    logger.set_run(experiment_name=None)  # None keeps what is set
+    logger.log_metrics({"train/loss": 1.0}, step=0)
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(logger.run_id)
+    assert run.info.run_name == "named-late"
+    assert client.get_experiment(run.info.experiment_id).name == "late"
+    with pytest.raises(RuntimeError, match="set the experiment, run name and run id before"):
+        logger.set_run(run_name="too-late")
+    # A run id given late continues that run: no second run.
+    again = StylebenchMLFlowLogger(tracking_uri=tracking_uri)
+    again.set_run(experiment_name="late", run_name="named-late", run_id=logger.run_id)
+    again.log_metrics({"train/loss": 0.5}, step=1)
+    assert again.run_id == logger.run_id
+    runs = client.search_runs([run.info.experiment_id])
+    assert [r.info.run_id for r in runs] == [run.info.run_id]

@@ -23,10 +23,11 @@ from lightning_modules.tracking import (
     DeferringClient,
     StylebenchMLFlowLogger,
     TrackingStoreError,
+    ensure_store,
     is_outage,
-    prepare_tracking_store,
     repair_tracking_store,
 )
+from lightning_modules.tracking.outage import SERVER_RETRY_ENVIRONMENT, shorten_server_retries
 
 REPO = Path(__file__).resolve().parents[2]
 RACERS = 4
@@ -34,11 +35,11 @@ RACERS = 4
 RACE = """
 import sys, time
 start = float(sys.argv[1])
-from lightning_modules.tracking import prepare_tracking_store
+from lightning_modules.tracking import ensure_store
 from mlflow import MlflowClient
 while time.time() < start:
     time.sleep(0.001)
-prepare_tracking_store(sys.argv[2])
+ensure_store(sys.argv[2])
 client = MlflowClient(sys.argv[2])
 experiment = client.create_experiment(f"racer-{sys.argv[3]}")
 run = client.create_run(experiment)
@@ -82,7 +83,7 @@ def test_threads_racing_on_a_new_store_all_succeed(tmp_path: Path) -> None:
     def race() -> None:
         barrier.wait()
         try:
-            prepare_tracking_store(uri)
+            ensure_store(uri)
         except BaseException as error:  # reported below
             errors.append(error)
 
@@ -115,18 +116,19 @@ def test_half_migrated_store_is_named_with_its_repair_and_the_repair_works(
     add_leftover_migration_table(path)
 
     with pytest.raises(TrackingStoreError) as raised:
-        prepare_tracking_store(uri)
+        ensure_store(uri)
     message = str(raised.value)
     assert (
         f"the MLflow store {path} is half-migrated (left-over tables _alembic_tmp_tags" in message
     )
     assert f"python -m experiments.repair_store {uri}" in message
+    logger = StylebenchMLFlowLogger(tracking_uri=uri)  # built without opening the store
     with pytest.raises(TrackingStoreError, match="half-migrated"):
-        StylebenchMLFlowLogger(tracking_uri=uri)  # every logger path checks first
+        logger.log_metrics({"x": 1.0}, step=0)  # every logger path checks first, when used
 
     assert repair_store.main([uri]) == 0
     assert "dropped the left-over migration tables" in capsys.readouterr().out
-    prepare_tracking_store(uri)
+    ensure_store(uri)
     kept = MlflowClient(uri).get_metric_history(run.info.run_id, "val/acc_mean")
     assert [(m.step, m.value) for m in kept] == [(3, 0.5)]  # the runs survive the repair
     assert list(tmp_path.glob("mlflow.db.bak-*"))  # and a copy of the broken file is kept
@@ -135,19 +137,19 @@ def test_half_migrated_store_is_named_with_its_repair_and_the_repair_works(
 def test_repair_of_a_store_without_runs_builds_a_new_one(tmp_path: Path) -> None:
     path = tmp_path / "mlflow.db"
     uri = f"sqlite:///{path}"
-    prepare_tracking_store(uri)
+    ensure_store(uri)
     add_leftover_migration_table(path)
     assert "replaced it by a new store" in repair_tracking_store(uri)
-    prepare_tracking_store(uri)
+    ensure_store(uri)
     client = MlflowClient(uri)
     client.create_run(client.create_experiment("fresh"))
 
 
 def test_other_uris_are_left_alone_and_a_missing_folder_is_named(tmp_path: Path) -> None:
-    prepare_tracking_store("http://127.0.0.1:9")  # a server migrates its own store
-    prepare_tracking_store("sqlite://")  # in memory
+    ensure_store("http://127.0.0.1:9")  # a server migrates its own store
+    ensure_store("sqlite://")  # in memory
     with pytest.raises(TrackingStoreError, match="in a folder that does not exist; create"):
-        prepare_tracking_store(f"sqlite:///{tmp_path / 'missing' / 'mlflow.db'}")
+        ensure_store(f"sqlite:///{tmp_path / 'missing' / 'mlflow.db'}")
 
 
 @pytest.fixture(scope="module")
@@ -252,3 +254,17 @@ def test_the_logger_wraps_mlflowloggers_private_client(shared_uri: str) -> None:
     assert isinstance(plain._mlflow_client, MlflowClient)
     ours = StylebenchMLFlowLogger(tracking_uri=shared_uri)
     assert isinstance(ours._mlflow_client, DeferringClient)
+
+
+def test_server_retries_are_shortened_for_a_server_only_unless_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key in SERVER_RETRY_ENVIRONMENT:
+        monkeypatch.delenv(key, raising=False)
+    shorten_server_retries("sqlite:///mlflow.db")
+    assert not [key for key in SERVER_RETRY_ENVIRONMENT if key in os.environ]
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")
+    shorten_server_retries("https://tracking.example")
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
+    assert os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == "1"
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"  # the user's setting stays

@@ -1,4 +1,5 @@
-"""EvaluationArtifacts: which validation epoch `fit` reports, read back from MLflow."""
+"""EvaluationArtifacts: which validation epoch `fit` reports, and the cross-domain heat maps of
+the style evaluation, read back from MLflow."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
 
 from lightning_modules.callbacks.artifacts import EvaluationArtifacts
+from lightning_modules.style_robustness import StyleRobustness
 from lightning_modules.tracking import StylebenchMLFlowLogger
 
 
@@ -90,3 +92,60 @@ def test_fit_without_a_monitored_checkpoint_reports_the_last_epoch(
 def test_setup_names_what_the_model_lacks() -> None:
     with pytest.raises(TypeError, match=r"EvaluationArtifacts needs EvaluatedModel .* class_names"):
         EvaluationArtifacts().setup(None, SimpleNamespace(evaluation_results={}), "fit")
+
+
+# Product, never evaluated, has an empty confusion matrix: torchmetrics warns about it.
+@pytest.mark.filterwarnings("ignore:The ``compute`` method of metric")
+def test_cross_domain_heat_map_per_pass_that_computed_one(
+    tracking_uri: str, tmp_path: Path
+) -> None:
+    logger = StylebenchMLFlowLogger(tracking_uri=tracking_uri)
+    style = StyleRobustness(["Art", "Real World", "Product"], ["Art"], num_classes=2)
+    model = SimpleNamespace(
+        evaluation_results={}, class_names=["cat", "dog"], style_robustness=style
+    )
+    trainer = SimpleNamespace(
+        state=SimpleNamespace(fn=TrainerFn.FITTING),
+        sanity_checking=True,
+        is_global_zero=True,
+        loggers=[logger],
+        checkpoint_callback=None,
+        callback_metrics={},
+        current_epoch=0,
+    )
+    callback = EvaluationArtifacts(confusion_matrices=False)
+    callback.setup(trainer, model, "fit")
+    # The one head (Art's) always says class 0: right on Art's two images (class 0), wrong on
+    # Real World's (class 1); Product has no images.
+    target, domain = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 0, 1, 1])
+    logits = torch.tensor([[[1.0, 0.0]]]).expand(4, 1, 2)
+
+    def evaluate(stage: str, shifted: bool) -> None:
+        if shifted:
+            style.update_shifted(stage, target, target, domain)
+        style.update_cross_domain(stage, logits, target, domain)
+        style.epoch_end(stage, {"Art": 1.0, "Real World": 1.0})
+        hook = callback.on_test_end if stage == "test" else callback.on_validation_end
+        hook(trainer, model)
+
+    evaluate("val", shifted=True)  # the sanity check: computed, not logged
+    trainer.sanity_checking = False
+    evaluate("val", shifted=False)  # epoch 0, style set not due: no new matrix, none logged
+    for epoch in (1, 2):
+        trainer.current_epoch = epoch
+        evaluate("val", shifted=True)
+    trainer.state.fn = TrainerFn.TESTING
+    evaluate("test", shifted=True)
+
+    client = logger.experiment
+    logged = {a.path for a in client.list_artifacts(logger.run_id, "style_robustness")}
+    names = ["val_cross_domain_epoch001", "val_cross_domain_epoch002", "test_cross_domain"]
+    assert logged == {f"style_robustness/{n}.{e}" for n in names for e in ("png", "json")}
+    path = client.download_artifacts(
+        logger.run_id, "style_robustness/val_cross_domain_epoch002.json", str(tmp_path)
+    )
+    assert json.loads(Path(path).read_text()) == {
+        "heads": ["Art"],
+        "domains": ["Art", "Real World", "Product"],
+        "accuracy": [[1.0, 0.0, None]],  # Product: no images
+    }
