@@ -47,8 +47,11 @@ class MultiDomainClassifier(pl.LightningModule):
     `val/acc_held_out_mean` when domains are held out, and the same under `test/`. Confusion
     matrices of the last validation and test pass are kept in `evaluation_results`. With the
     DataModule's `style_shift`, a second evaluation loader (index 1) holds the style-shifted
-    images: `val/style_acc/<domain>`, `val/style_acc_mean`, `val/style_robustness` and the
-    cross-domain heat map (see `lightning_modules/style_robustness.py`).
+    images: `val/style_acc/<domain>`, `val/style_acc_mean`, `val/style_robustness`, and the
+    cross-domain accuracy matrix (`lightning_modules/style_robustness.py`), which the
+    `EvaluationArtifacts` callback logs as a heat map. The training itself is the training
+    method's (`model.method`, `lightning_modules/methods/`): the model calls its hooks and has
+    no method-specific code.
     """
 
     def __init__(
