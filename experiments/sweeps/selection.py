@@ -108,10 +108,6 @@ class Selection:
     trial_hash: str
     checkpoint: str
 
-    @property
-    def oracle(self) -> bool:
-        return self.method in ORACLE_METHODS
-
 
 def _best(candidates: list[tuple[float, int, int, TrialRecord]]):
     """The highest score; ties to the earlier epoch, then the lower draw; NaN never wins."""
