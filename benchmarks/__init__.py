@@ -10,13 +10,13 @@ import contextlib
 import json
 import os
 import platform
-import statistics
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
+
+from lightning_modules.tables import markdown_table
 
 RESULTS_DIR = Path(__file__).parent / "results"
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "officehome" / "demo.yaml"
@@ -54,27 +54,11 @@ def machine_description(device: str = "cpu") -> dict:
     return description
 
 
-def median_seconds(function: Callable[[], object], repeats: int) -> float:
-    """Median wall time of `repeats` calls (after none: callers warm up themselves)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def markdown_table(columns: Sequence[str], rows: Sequence[dict]) -> str:
-    """A GitHub Markdown table of `rows` restricted to `columns`; floats to 3 significant digits."""
-
-    def cell(value: object) -> str:
-        if isinstance(value, float):
-            return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
-        return "" if value is None else str(value)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(column)) for column in columns) + " |" for row in rows]
-    return "\n".join(lines)
+def result_cell(value: object) -> str:
+    """A result's value as a table cell: floats to 3 significant digits, None empty."""
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return "" if value is None else str(value)
 
 
 def write_result(
@@ -99,11 +83,12 @@ def write_result(
     machine = result["machine"]
     machine_line = ", ".join(f"{key}: {value}" for key, value in machine.items())
     settings_line = ", ".join(f"{key}: {value}" for key, value in result["settings"].items())
+    cells = [[result_cell(row.get(column)) for column in columns] for row in result["rows"]]
     markdown = (
         f"# Benchmark: {name}\n\n"
         f"Machine: {machine_line}\n\n"
         f"Settings: {settings_line}\n\n"
-        f"{markdown_table(columns, result['rows'])}\n\n{notes.strip()}\n"
+        f"{markdown_table(columns, cells)}\n\n{notes.strip()}\n"
     )
     markdown_path = results_dir / f"{name}.md"
     markdown_path.write_text(markdown)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import DEMO_CONFIG, demo_environment, machine_description, write_result
+from lightning_modules.names import MONITOR
 
 NAME = "demo_epoch"
 
@@ -41,7 +42,7 @@ def run(config: Path = DEMO_CONFIG, extra_args: list[str] | None = None) -> dict
                 "seconds": seconds,
                 "train_batches": int(trainer.num_training_batches),
                 "global_steps": int(trainer.global_step),
-                "val_acc_mean": _metric(trainer, "val/acc_mean"),
+                "val_acc_mean": _metric(trainer, MONITOR),
             }
         )
     return {

@@ -7,14 +7,9 @@ python -m experiments.cifar fit --config configs/cifar10/demo.yaml
 from __future__ import annotations
 
 from datamodules.cifar import CIFARDataModule
-from lightning_modules.cli import run_cli
+from experiments.errors import dataset_entry_point, run_main
 
-
-def main(args=None):
-    return run_cli(CIFARDataModule, args=args)
-
+main = dataset_entry_point(CIFARDataModule)
 
 if __name__ == "__main__":
-    from experiments.errors import run_main
-
     run_main(main)

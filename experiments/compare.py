@@ -30,10 +30,21 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from experiments.sweeps.report import comparison_cells, markdown
+from experiments.sweeps.report import comparison_cells
 from experiments.sweeps.statistics import PairedComparison, paired_comparison
 from lightning_modules.callbacks.artifacts import NUM_PARAMETERS_KEY
 from lightning_modules.callbacks.charts import accuracy_bar_chart
+from lightning_modules.names import (
+    ACC_HELD_OUT_MEAN,
+    ACC_MEAN,
+    ACC_WORST,
+    STYLE_ROBUSTNESS,
+    TEST,
+    VAL,
+    domain_metric_prefix,
+    metric_key,
+)
+from lightning_modules.tables import markdown_table
 from lightning_modules.tracking import tracking_client
 
 REPORT_TAG = "report"
@@ -43,10 +54,10 @@ GROUP_TAGS = ("protocol", "backbone", "module")
 OPTIONS_TAG = "module_options"
 # Columns after the domains: (label, metric name after `<stage>/`).
 SUMMARY_COLUMNS = (
-    ("mean", "acc_mean"),
-    ("worst", "acc_worst"),
-    ("held-out mean", "acc_held_out_mean"),
-    ("style robustness", "style_robustness"),
+    ("mean", ACC_MEAN),
+    ("worst", ACC_WORST),
+    ("held-out mean", ACC_HELD_OUT_MEAN),
+    ("style robustness", STYLE_ROBUSTNESS),
 )
 
 
@@ -115,8 +126,8 @@ def search_runs(
 
 def evaluation_stage(metrics: dict[str, float]) -> str | None:
     """`test` when the run was tested, else `val`; None for runs with no accuracy at all."""
-    for stage in ("test", "val"):
-        if any(key.startswith(f"{stage}/acc/") for key in metrics):
+    for stage in (TEST, VAL):
+        if any(key.startswith(domain_metric_prefix(stage)) for key in metrics):
             return stage
     return None
 
@@ -135,14 +146,14 @@ def group_runs(runs: list[Run]) -> tuple[list[str], list[Group]]:
         group = groups.setdefault((key, options), Group(key, options))
         group.run_ids.append(run.info.run_id)
         group.stages.add(stage)
-        prefix = f"{stage}/acc/"
+        prefix = domain_metric_prefix(stage)
         for name, value in metrics.items():
             if name.startswith(prefix):
                 domain = name.removeprefix(prefix)
                 domains.add(domain)
                 group.values.setdefault(domain, []).append(value)
         for _label, metric in SUMMARY_COLUMNS:
-            value = metrics.get(f"{stage}/{metric}")
+            value = metrics.get(metric_key(stage, metric))
             if value is not None:
                 group.values.setdefault(metric, []).append(value)
                 seed = run.data.tags.get("seed")
@@ -189,11 +200,6 @@ def terminal_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), line(["-" * width for width in widths]), *map(line, rows)])
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
-
-
 def write_csv(path: Path, domains: list[str], groups: list[Group]) -> None:
     """Numbers for further analysis: fractions (not %), mean and std per column, the run ids."""
     columns = [*domains, *(metric for _, metric in SUMMARY_COLUMNS)]
@@ -227,7 +233,7 @@ def write_csv(path: Path, domains: list[str], groups: list[Group]) -> None:
 
 def comparison_chart(domains: list[str], groups: list[Group], title: str):
     """Grouped bars per domain plus the mean; error bars are the std over seeds."""
-    columns = [*domains, "acc_mean"]
+    columns = [*domains, ACC_MEAN]
     multiple_protocols = len({group.key[0] for group in groups}) > 1
     labels = {
         id(group): (f"{group.key[0]}: " if multiple_protocols else "")
@@ -258,9 +264,9 @@ def paired_against_baseline(
             continue
         comparison = paired_comparison(
             group.module_label,
-            group.by_seed.get("acc_mean", {}),
+            group.by_seed.get(ACC_MEAN, {}),
             baseline,
-            reference.by_seed.get("acc_mean", {}),
+            reference.by_seed.get(ACC_MEAN, {}),
             method,
         )
         pairs.append((group, comparison))
@@ -291,11 +297,11 @@ def write_report(
     paired = ""
     if pairs:
         paired_header, paired_rows = paired_table(pairs)
-        print(f"\nPaired against {baseline} (acc_mean, runs matched by seed, 95% interval):")
+        print(f"\nPaired against {baseline} ({ACC_MEAN}, runs matched by seed, 95% interval):")
         print(terminal_table(paired_header, paired_rows))
         paired = (
             f"\n## Paired against `{baseline}` (mean accuracy, runs matched by their seed, "
-            f"95% interval)\n\n{markdown(paired_header, paired_rows)}\n"
+            f"95% interval)\n\n{markdown_table(paired_header, paired_rows)}\n"
         )
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {kind: output_dir / f"{experiment}_comparison.{kind}" for kind in ("md", "csv", "png")}

@@ -31,12 +31,13 @@ from mlflow.entities import Run, RunStatus
 from datamodules.dtd import DTDDataModule
 from experiments.dtd import main as dtd_main
 from lightning_modules.cli import ParsedConfig
+from lightning_modules.names import ACC_MEAN, TEST, metric_key
 from lightning_modules.tracking import code_version, default_tracking_uri, tracking_client
 
 PARENT_TAG = "mlflow.parentRunId"
 UNIT_TAG = "sweep_unit"
 SWEEP_CONFIG_TAG = "sweep_config"
-METRIC = "test/acc_mean"
+METRIC = metric_key(TEST, ACC_MEAN)
 
 
 def sweep_units(partitions: Sequence[int] | None, folds: int | None) -> list[tuple[str, list]]:

@@ -8,6 +8,9 @@ validate against any of the Union subtypes" error: the message shown is the orig
 found on the exception chain. Configuration errors jsonargparse reports itself (unknown key,
 wrong type) keep its short usage message and exit code 2. A run stopped by SIGINT or SIGTERM
 exits 128 + the signal number, as shells report a signal.
+
+`dataset_entry_point` builds the `main` of a dataset's training command, so that each
+`experiments/<dataset>.py` is `main = dataset_entry_point(<DataModule>)` and `run_main(main)`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +99,20 @@ def run_main(main: Callable[[], Any]) -> None:
         print(f"({prog}: set {DEBUG_VARIABLE}=1 for the full traceback)", file=sys.stderr)
         sys.exit(1)
     sys.exit(status if isinstance(status, int) else 0)
+
+
+def dataset_entry_point(datamodule_class: type) -> Callable[..., Any]:
+    """The `main(args=None)` of `python -m experiments.<dataset> fit|validate|test|predict`.
+
+    `main` runs the project's LightningCLI with `datamodule_class` (or a subclass of it named in
+    the config) and returns the CLI, whose trainer and model callers read; `args=None` reads
+    the command line. The CLI is imported when `main` runs, not when the entry point is built.
+    """
+
+    def main(args: Sequence[str] | None = None) -> Any:
+        from lightning_modules.cli import run_cli
+
+        return run_cli(datamodule_class, args=args)
+
+    main.__doc__ = f"LightningCLI over {datamodule_class.__name__}: fit|validate|test|predict."
+    return main

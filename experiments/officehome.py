@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 from datamodules.officehome import OfficeHomeDataModule
-from lightning_modules.cli import run_cli
+from experiments.errors import dataset_entry_point, run_main
 
-
-def main(args=None):
-    return run_cli(OfficeHomeDataModule, args=args)
-
+main = dataset_entry_point(OfficeHomeDataModule)
 
 if __name__ == "__main__":
-    from experiments.errors import run_main
-
     run_main(main)

@@ -48,6 +48,7 @@ from lightning_modules.analysis.pruning import (
 from lightning_modules.analysis.pruning_figures import accuracy_vs_ratio_figure, overlay_figure
 from lightning_modules.classifier import MultiDomainClassifier
 from lightning_modules.cli import ParsedConfig
+from lightning_modules.names import ACC, ACC_MEAN, metric_key
 from lightning_modules.tracking import read_checkpoint_run_id, tracking_client
 
 PROG = "python -m experiments.prune"
@@ -181,7 +182,7 @@ def logged_checkpoint_metrics(
     run = client.get_run(run_id)
     found = {}
     for key in run.data.metrics:
-        if not key.startswith(f"{split}/acc"):
+        if not key.startswith(metric_key(split, ACC)):
             continue
         history = [m for m in client.get_metric_history(run_id, key) if m.step < global_step]
         if history:
@@ -310,13 +311,13 @@ def prune_checkpoint(options, parsed: ParsedConfig, client: MlflowClient) -> str
         ],
     )
     unpruned = next((p for p in points if p.pruned_channels == 0), None)
-    report_key = f"{options.split}/acc_mean"
+    report_key = metric_key(options.split, ACC_MEAN)
     if unpruned is not None and report_key in logged:
-        same = as_logged(unpruned.metrics["acc_mean"]) == logged[report_key]
-        client.set_tag(run_id, "checkpoint_logged_acc_mean", repr(logged[report_key]))
+        same = as_logged(unpruned.metrics[ACC_MEAN]) == logged[report_key]
+        client.set_tag(run_id, f"checkpoint_logged_{ACC_MEAN}", repr(logged[report_key]))
         client.set_tag(run_id, "ratio0_reproduces_logged", str(same).lower())
         print(
-            f"ratio 0: acc_mean {as_logged(unpruned.metrics['acc_mean'])!r}; the checkpoint's "
+            f"ratio 0: {ACC_MEAN} {as_logged(unpruned.metrics[ACC_MEAN])!r}; the checkpoint's "
             f"run logged {report_key} {logged[report_key]!r} "
             f"({'identical' if same else 'DIFFERENT'})"
         )
@@ -337,8 +338,8 @@ def format_table(points: Sequence[PruningPoint]) -> str:
     """Mean accuracy (%) per ratio, gate vs random, as printed at the end."""
     by_ratio: dict[float, dict[str, float]] = {}
     for p in points:
-        by_ratio.setdefault(p.ratio, {})[p.rule] = 100 * p.metrics.get("acc_mean", float("nan"))
-    lines = ["ratio  gate acc_mean  random acc_mean"]
+        by_ratio.setdefault(p.ratio, {})[p.rule] = 100 * p.metrics.get(ACC_MEAN, float("nan"))
+    lines = [f"ratio  gate {ACC_MEAN}  random {ACC_MEAN}"]
     for ratio, values in by_ratio.items():
         lines.append(
             f"{ratio:5.2f}  {values.get('gate', float('nan')):13.2f}  "

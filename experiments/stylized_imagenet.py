@@ -7,14 +7,9 @@ and measure shape bias on the cue-conflict stimuli at test time.
 from __future__ import annotations
 
 from datamodules.stylized_imagenet import StylizedImageNetDataModule
-from lightning_modules.cli import run_cli
+from experiments.errors import dataset_entry_point, run_main
 
-
-def main(args=None):
-    return run_cli(StylizedImageNetDataModule, args=args)
-
+main = dataset_entry_point(StylizedImageNetDataModule)
 
 if __name__ == "__main__":
-    from experiments.errors import run_main
-
     run_main(main)

@@ -3,7 +3,9 @@
 - `run`: create the MLflow store (once, under its lock), the sweep's experiment and parent
   run; run every trial not finished yet under Ray Tune (local Ray sized to this machine, or
   the cluster at `--address` / $RAY_ADDRESS), resuming interrupted ones from their last
-  checkpoint into their own MLflow run; then `collect`.
+  checkpoint into their own MLflow run; then `collect`. While trials run, every 30 s
+  (`--progress-seconds`) it prints each running trial's epoch and latest `val/acc_mean`, the
+  elapsed time and an estimate of the time left.
 - `status`: done / running / interrupted / failed / pending counts (`-v`: one line per trial).
 - `collect`: model selection, statistics and the report (printed, written to
   `<output_dir>/report/`, logged on the parent run, best checkpoints tagged on it).
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import filelock
 
+from experiments.sweeps.progress import PRINT_INTERVAL_S
 from experiments.sweeps.report import write_report
 from experiments.sweeps.runs import (
     load_records,
@@ -70,7 +73,13 @@ def run(spec: SweepSpec, args: argparse.Namespace) -> int:
                 "parent_run_id": parent_id,
             }
             result = run_with_tune(
-                spec, pending, common, args.address, args.num_cpus, args.num_gpus
+                spec,
+                pending,
+                common,
+                args.address,
+                args.num_cpus,
+                args.num_gpus,
+                args.progress_seconds,
             )
             errors = result.errors
             print(
@@ -178,6 +187,13 @@ def main(argv: list[str] | None = None) -> int:
         choices=["t", "bootstrap"],
         default="t",
         help="95%% interval of the paired differences",
+    )
+    parser.add_argument(
+        "--progress-seconds",
+        type=float,
+        default=PRINT_INTERVAL_S,
+        help="run: seconds between progress lines (each running trial's epoch and val/acc_mean, "
+        "time left)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="status: every trial")
     args = parser.parse_args(argv)

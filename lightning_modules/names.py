@@ -37,6 +37,10 @@ STYLE_ACC_MEAN = "style_acc_mean"
 STYLE_ROBUSTNESS = "style_robustness"
 #: Fraction of shape decisions on cue-conflict stimuli (test only).
 SHAPE_BIAS = "shape_bias"
+#: Pruning curves: `prune/<rule>/<name>` (rule `gate` or `random`), step = 100 x ratio.
+PRUNE = "prune"
+#: The epoch (0-based) Lightning logs beside every other metric, at the same step.
+EPOCH = "epoch"
 #: Images skipped under `data.on_bad_image: skip` (all splits; `data/bad_images/<split>`).
 BAD_IMAGES = "data/bad_images"
 
@@ -64,14 +68,26 @@ def metric_key(stage: str, name: str) -> str:
     return f"{stage}/{name}"
 
 
+def stage_prefix(stage: str) -> str:
+    """`<stage>/`: what every key logged in that stage starts with."""
+    return f"{stage}/"
+
+
+def domain_metric_name(domain: str, name: str = ACC) -> str:
+    """`<name>/<safe domain>`: a per-domain metric without its stage (`acc/Real_World`), as the
+    pruning curves name their columns."""
+    return f"{name}/{metric_safe_name(domain)}"
+
+
 def domain_metric_key(stage: str, domain: str, name: str = ACC) -> str:
     """`<stage>/<name>/<safe domain>`, e.g. `val/acc/Real_World`."""
-    return f"{stage}/{name}/{metric_safe_name(domain)}"
+    return metric_key(stage, domain_metric_name(domain, name))
 
 
-def domain_metric_prefix(stage: str, name: str = ACC) -> str:
-    """`<stage>/<name>/`: what every per-domain key of that metric starts with."""
-    return f"{stage}/{name}/"
+def domain_metric_prefix(stage: str | None, name: str = ACC) -> str:
+    """`<stage>/<name>/`: what every per-domain key of that metric starts with (`<name>/`
+    without a stage, for `domain_metric_name`)."""
+    return f"{name}/" if stage is None else f"{stage}/{name}/"
 
 
 #: What the CLI's checkpoint monitors and model selection ranks by.

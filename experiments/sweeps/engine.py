@@ -10,7 +10,9 @@ run over what is left.
 Local Ray is sized to this machine (all CPUs and GPUs, or `--num-cpus`/`--num-gpus`), without
 its dashboard, with a small object store (trials pass only their settings and final metrics),
 and quiet (no usage stats, deduplicated worker logs; trials are named by module, seed, draw and
-hash rather than by their whole settings).
+hash rather than by their whole settings). What it prints: a line as each trial starts and ends,
+and every 30 s each running trial's epoch and latest `val/acc_mean` with the sweep's elapsed time
+and time left, from the results the trials report to Tune while their fits run (`progress.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from experiments.sweeps.progress import (
+    PRINT_INTERVAL_S,
+    REPORT_SECONDS_KEY,
+    TEST_ACC_MEAN,
+    TRIAL_SECONDS,
+    SweepProgress,
+    report_interval,
+)
 from experiments.sweeps.spec import SweepSpec, Trial
 
 #: Environment for a quiet Ray on a shared machine (set before Ray is imported).
@@ -86,41 +96,52 @@ def start_ray(address: str | None, num_cpus: int | None, num_gpus: int | None) -
     return time.perf_counter() - started
 
 
-def progress_callback(total: int):
-    """A Ray Tune callback printing one line as each trial starts, ends or fails (Tune's own
-    progress tables are switched off: they list every setting of every trial)."""
+def trial_label(trial: dict[str, Any]) -> str:
+    """A trial as progress lines name it: its grid point, seed, draw and hash."""
+    point = " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in trial["grid_point"].items())
+    return f"{point} seed={trial['seed']} draw={trial['draw']} ({trial['hash']})"
+
+
+def progress_callback(total: int, started: float, interval: float = PRINT_INTERVAL_S):
+    """A Ray Tune callback printing a line as each trial starts, ends or fails, and every
+    `interval` seconds a progress block: each running trial's epoch and latest `val/acc_mean`
+    (what the trials report while their fits run), the elapsed time and the time left (see
+    `experiments/sweeps/progress.py`). Tune's own progress tables are switched off: they list
+    every setting of every trial."""
     from ray.tune import Callback
 
     class Progress(Callback):
         def __init__(self) -> None:
-            self.ended = 0
-            self.started = time.perf_counter()
+            self.sweep = SweepProgress(total, started, interval=interval)
 
-        def _line(self, trial: Any, what: str) -> None:
-            t = trial.config["trial"]
-            label = " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in t["grid_point"].items())
-            elapsed = time.perf_counter() - self.started
-            print(
-                f"[{elapsed:6.0f} s] {self.ended}/{total} {what}: {label} seed={t['seed']} "
-                f"draw={t['draw']} ({t['hash']})",
-                flush=True,
-            )
+        @staticmethod
+        def _print(*lines: str) -> None:
+            print("\n".join(lines), flush=True)
 
         def on_trial_start(self, iteration, trials, trial, **info):
-            self._line(trial, "started")
+            label = trial_label(trial.config["trial"])
+            self._print(self.sweep.trial_started(trial.trial_id, label))
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.sweep.trial_result(trial.trial_id, result)
+
+        def on_step_end(self, iteration, trials, **info):
+            if self.sweep.due():
+                self._print(*self.sweep.block())
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            self.ended += 1
             result = trial.last_result or {}
-            accuracy = result.get("test/acc_mean")
-            seconds = result.get("trial_seconds")
-            extra = "" if accuracy is None else f" test/acc_mean {100 * accuracy:.1f}%"
+            accuracy = result.get(TEST_ACC_MEAN)
+            seconds = result.get(TRIAL_SECONDS)
+            extra = "" if accuracy is None else f" {TEST_ACC_MEAN} {100 * accuracy:.1f}%"
             extra += "" if seconds is None else f" in {seconds:.0f} s"
-            self._line(trial, "done" + extra)
+            label = trial_label(trial.config["trial"])
+            self._print(self.sweep.trial_ended(trial.trial_id, label, "done" + extra, seconds))
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            self.ended += 1
-            self._line(trial, "FAILED (its error is on its MLflow run, tag sweep.error)")
+            label = trial_label(trial.config["trial"])
+            what = "FAILED (its error is on its MLflow run, tag sweep.error)"
+            self._print(self.sweep.trial_ended(trial.trial_id, label, what))
 
     return Progress()
 
@@ -139,8 +160,11 @@ def run_with_tune(
     address: str | None = None,
     num_cpus: int | None = None,
     num_gpus: int | None = None,
+    progress_seconds: float = PRINT_INTERVAL_S,
 ) -> EngineResult:
-    """Run `pending` trials under Ray Tune; returns how many were submitted and failed."""
+    """Run `pending` trials under Ray Tune, printing their progress every `progress_seconds`;
+    returns how many were submitted and failed."""
+    sweep_started = time.monotonic()
     startup = start_ray(address, num_cpus, num_gpus)
     import ray
     from ray import tune
@@ -154,7 +178,11 @@ def run_with_tune(
         )
         tuner = tune.Tuner(
             trainable,
-            param_space={**common, "trial": tune.grid_search([t.to_dict() for t in pending])},
+            param_space={
+                **common,
+                REPORT_SECONDS_KEY: report_interval(progress_seconds),
+                "trial": tune.grid_search([t.to_dict() for t in pending]),
+            },
             tune_config=tune.TuneConfig(
                 num_samples=1,
                 max_concurrent_trials=spec.max_concurrent_trials,
@@ -167,7 +195,7 @@ def run_with_tune(
                 # A failed trial is reported (and kept on its MLflow run), never retried here
                 # and never stopping the others; `run` again retries it.
                 failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-                callbacks=[progress_callback(len(pending))],
+                callbacks=[progress_callback(len(pending), sweep_started, progress_seconds)],
                 verbose=0,
             ),
         )

@@ -31,6 +31,17 @@ from experiments.sweeps.selection import (
 )
 from experiments.sweeps.statistics import MeanSE, PairedComparison, mean_se, paired_comparison
 from lightning_modules.callbacks.charts import accuracy_bar_chart
+from lightning_modules.names import (
+    ACC_HELD_OUT_MEAN,
+    ACC_MEAN,
+    ACC_WORST,
+    TEST,
+    VAL,
+    domain_metric_prefix,
+    metric_key,
+    stage_prefix,
+)
+from lightning_modules.tables import markdown_table
 
 SUMMARY_MULTI = "mean"
 SUMMARY_HELD_OUT = "average"
@@ -72,7 +83,7 @@ def accuracy_tables(records: list[TrialRecord]) -> list[AccuracyTable]:
     tables = []
     multi = [r for r in records if not r.held_out]
     if multi:
-        prefix = "test/acc/"
+        prefix = domain_metric_prefix(TEST)
         domains = sorted(
             {k.removeprefix(prefix) for r in multi for k in r.metrics if k.startswith(prefix)}
         )
@@ -83,9 +94,9 @@ def accuracy_tables(records: list[TrialRecord]) -> list[AccuracyTable]:
             row = table.cells.setdefault(r.module, defaultdict(dict))
             key = ("", r.seed)
             for domain in domains:
-                row[domain][key] = r.metrics.get(f"test/acc/{domain}", math.nan)
-            row[SUMMARY_MULTI][key] = r.metrics.get("test/acc_mean", math.nan)
-            row["worst"][key] = r.metrics.get("test/acc_worst", math.nan)
+                row[domain][key] = r.metrics.get(prefix + domain, math.nan)
+            row[SUMMARY_MULTI][key] = r.metrics.get(metric_key(TEST, ACC_MEAN), math.nan)
+            row["worst"][key] = r.metrics.get(metric_key(TEST, ACC_WORST), math.nan)
         tables.append(table)
     held = [r for r in records if r.held_out]
     if held:
@@ -98,7 +109,7 @@ def accuracy_tables(records: list[TrialRecord]) -> list[AccuracyTable]:
         per_seed: dict[tuple[str, int], dict[str, float]] = defaultdict(dict)
         for r in held:
             row = table.cells.setdefault(r.module, defaultdict(dict))
-            value = r.metrics.get("test/acc_held_out_mean", math.nan)
+            value = r.metrics.get(metric_key(TEST, ACC_HELD_OUT_MEAN), math.nan)
             row[r.held_out_label][(r.held_out_label, r.seed)] = value
             per_seed[(r.module, r.seed)][r.held_out_label] = value
         # The average over held-out sets, per seed, only where the seed has every set.
@@ -147,11 +158,6 @@ def selection_table(
             name = method + (" (oracle)" if method in ORACLE_METHODS else "")
             rows.append([name, module, *cells, str(len({p.seed for p in mine}))])
     return header, rows
-
-
-def markdown(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
 
 
 def latex(header: list[str], rows: list[list[str]], caption: str) -> str:
@@ -237,9 +243,10 @@ def learning_curves(records: list[TrialRecord], order: Sequence[str]) -> Figure:
     """Validation accuracy per epoch, one line per module (mean over seeds and draws, band =
     SE), one panel per held-out set: the trained domains' mean, and the held-out mean."""
     panels = sorted({r.held_out_label for r in records if r.state == "done"})
-    metrics = [("val/acc_mean", "trained domains (val/acc_mean)")]
+    trained, held_out = metric_key(VAL, ACC_MEAN), metric_key(VAL, ACC_HELD_OUT_MEAN)
+    metrics = [(trained, f"trained domains ({trained})")]
     if any(panels):
-        metrics.append(("val/acc_held_out_mean", "held-out (val/acc_held_out_mean)"))
+        metrics.append((held_out, f"held-out ({held_out})"))
     figure = Figure(figsize=(4.2 * len(panels), 3.2 * len(metrics) + 0.4), dpi=110)
     grid = figure.subplots(len(metrics), len(panels), squeeze=False)
     rank = {m: i for i, m in enumerate(order)}
@@ -249,7 +256,7 @@ def learning_curves(records: list[TrialRecord], order: Sequence[str]) -> Figure:
     for column, panel in enumerate(panels):
         for row, (metric, label) in enumerate(metrics):
             axes = grid[row][column]
-            if metric == "val/acc_held_out_mean" and not panel:
+            if metric == held_out and not panel:
                 axes.set_visible(False)
                 continue
             for module in modules:
@@ -288,7 +295,7 @@ def learning_curves(records: list[TrialRecord], order: Sequence[str]) -> Figure:
 def write_trials_csv(path: Path, records: list[TrialRecord]) -> None:
     with path.open("w", newline="") as stream:
         writer = csv.writer(stream)
-        keys = sorted({k for r in records for k in r.metrics if k.startswith("test/")})
+        keys = sorted({k for r in records for k in r.metrics if k.startswith(stage_prefix(TEST))})
         writer.writerow(
             ["trial_hash", "run_id", "state", "module", "held_out", "seed", "draw", "epochs", *keys]
         )
@@ -327,7 +334,7 @@ def write_report(
     csv_rows: list[list[str]] = []
     for table in tables:
         header, rows = table_cells(table, order)
-        sections += [f"## {table.title}, mean ± SE over trial seeds", markdown(header, rows)]
+        sections += [f"## {table.title}, mean ± SE over trial seeds", markdown_table(header, rows)]
         tex.append(latex(header, rows, f"{table.title}, mean $\\pm$ SE over trial seeds"))
         for module in table.modules(order):
             for column in table.columns:
@@ -354,7 +361,7 @@ def write_report(
             sections += [
                 f"### Paired against `{baseline}` ({table.summary}; same seeds and held-out "
                 f"sets; 95% interval: {kind})",
-                markdown(header, rows),
+                markdown_table(header, rows),
             ]
             tex.append(latex(header, rows, f"Paired differences against {baseline}"))
             for c in comparisons:
@@ -379,7 +386,7 @@ def write_report(
             "## Model selection (DomainBed), accuracy of the selected model, mean ± SE over "
             "trial seeds\nValidation-split accuracy at the selected draw and epoch; "
             "`(oracle)` looks at the held-out domains and is an upper bound, not a result.",
-            markdown(header, rows),
+            markdown_table(header, rows),
         ]
         tex.append(latex(header, rows, "Model selection (DomainBed)"))
     report = "\n\n".join(sections) + "\n"

@@ -22,6 +22,14 @@ from experiments.sweeps.trials import (
     trial_dir,
     trial_state,
 )
+from lightning_modules.names import (
+    ACC_HELD_OUT_MEAN,
+    EPOCH,
+    MONITOR,
+    VAL,
+    domain_metric_prefix,
+    metric_key,
+)
 from lightning_modules.tracking import default_tracking_uri, tracking_client
 
 #: MLflow 3's experiment type: the UI opens a `custom_model_development` experiment on its
@@ -29,7 +37,7 @@ from lightning_modules.tracking import default_tracking_uri, tracking_client
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 #: Per-epoch metrics read for selection and learning curves (plus `val/acc/<domain>`).
-HISTORY_METRICS = ("val/acc_mean", "val/acc_held_out_mean")
+HISTORY_METRICS = (MONITOR, metric_key(VAL, ACC_HELD_OUT_MEAN))
 
 
 def absolute_tracking_uri(uri: str) -> str:
@@ -115,7 +123,7 @@ def open_existing(spec: SweepSpec, tracking_uri: str) -> tuple[MlflowClient, str
 def metric_history(client: MlflowClient, run: Run, metric: str) -> dict[int, float]:
     """{epoch: value} of a per-epoch metric; the epoch of each point is that of Lightning's
     `epoch` metric at the same step (the last point of an epoch wins)."""
-    epochs = {m.step: int(m.value) for m in client.get_metric_history(run.info.run_id, "epoch")}
+    epochs = {m.step: int(m.value) for m in client.get_metric_history(run.info.run_id, EPOCH)}
     history: dict[int, float] = {}
     for point in sorted(
         client.get_metric_history(run.info.run_id, metric), key=lambda m: (m.step, m.timestamp)
@@ -154,7 +162,7 @@ def load_records(
             state=trial_state(run),
         )
         if run is not None and with_history and record.state == "done":
-            domains = sorted(k for k in run.data.metrics if k.startswith("val/acc/"))
+            domains = sorted(k for k in run.data.metrics if k.startswith(domain_metric_prefix(VAL)))
             names = [*HISTORY_METRICS, *domains]
             record.history = {name: metric_history(client, run, name) for name in names}
             record.history = {k: v for k, v in record.history.items() if v}

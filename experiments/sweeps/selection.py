@@ -28,11 +28,20 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lightning_modules.names import (
+    ACC_HELD_OUT_MEAN,
+    MONITOR,
+    VAL,
+    domain_metric_key,
+    domain_metric_prefix,
+    metric_key,
+)
+
 SELECTION_METHODS = ("training_domain_validation", "test_domain_oracle", "leave_one_domain_out")
 #: Flagged in every report: these look at the test domains.
 ORACLE_METHODS = {"test_domain_oracle"}
-TRAIN_SCORE = "val/acc_mean"
-HELD_OUT_SCORE = "val/acc_held_out_mean"
+TRAIN_SCORE = MONITOR
+HELD_OUT_SCORE = metric_key(VAL, ACC_HELD_OUT_MEAN)
 
 
 @dataclass
@@ -99,10 +108,6 @@ class Selection:
     trial_hash: str
     checkpoint: str
 
-    @property
-    def oracle(self) -> bool:
-        return self.method in ORACLE_METHODS
-
 
 def _best(candidates: list[tuple[float, int, int, TrialRecord]]):
     """The highest score; ties to the earlier epoch, then the lower draw; NaN never wins."""
@@ -160,9 +165,10 @@ def select_leave_one_domain_out(records: list[TrialRecord]) -> list[Selection]:
     """DomainBed's leave-one-domain-out validation, where the sweep has the runs for it."""
     done = [r for r in records if r.state == "done"]
     by_key = {(r.module, frozenset(r.held_out), r.seed, r.draw): r for r in done}
+    prefix = domain_metric_prefix(VAL)
     domains = sorted(
         {d for r in done for d in r.held_out}
-        | {k.removeprefix("val/acc/") for r in done for k in r.history if k.startswith("val/acc/")}
+        | {k.removeprefix(prefix) for r in done for k in r.history if k.startswith(prefix)}
     )
     selections = []
     for (module, held_out, seed), group in group_records(records).items():
@@ -177,7 +183,7 @@ def select_leave_one_domain_out(records: list[TrialRecord]) -> list[Selection]:
                 if other is None or not other.epochs():
                     scores = []
                     break
-                scores.append(other.value(f"val/acc/{extra}", other.epochs()[-1]))
+                scores.append(other.value(domain_metric_key(VAL, extra), other.epochs()[-1]))
             if scores and record.epochs():
                 last = record.epochs()[-1]
                 candidates.append((sum(scores) / len(scores), last, record.draw, record))

@@ -61,10 +61,6 @@ class PairedComparison:
     method: str
     confidence: float = 0.95
 
-    @property
-    def significant(self) -> bool:
-        return not math.isnan(self.low) and (self.low > 0 or self.high < 0)
-
     def format_interval(self, scale: float = 100.0, digits: int = 1) -> str:
         if math.isnan(self.low):
             return "-"

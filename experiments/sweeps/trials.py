@@ -37,8 +37,16 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
+from experiments.sweeps.progress import (
+    REPORT_INTERVAL_S,
+    REPORT_SECONDS_KEY,
+    TEST_ACC_MEAN,
+    TRIAL_SECONDS,
+    FitProgress,
+    wait_reporting,
+)
 from experiments.sweeps.spec import REPO_ROOT, SweepSpec, Trial
-from lightning_modules.names import ACC_MEAN, TEST, metric_key
+from lightning_modules.names import TEST, stage_prefix
 from lightning_modules.tracking import LAST_CHECKPOINT, resolve_run
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -183,6 +191,8 @@ def _die_with_parent() -> None:
 
 def run_trial(config: dict[str, Any]) -> dict[str, Any]:
     """Ray Tune function trainable: runs (or resumes) one trial, returns its test metrics."""
+    from ray import tune
+
     from experiments.sweeps.spec import load_spec
 
     spec = load_spec(config["spec_path"])
@@ -219,32 +229,35 @@ def run_trial(config: dict[str, Any]) -> dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     env.setdefault("STYLEBENCH_DEBUG", "1")
     log_path = folder / "trial.log"
+    progress = FitProgress(client, run_id)
     started = time.perf_counter()
     with log_path.open("a") as log:
         log.write(f"\n{choice.reason}\n$ {' '.join(command)}\n")
         log.flush()
-        returncode = subprocess.run(
+        process = subprocess.Popen(
             command,
             cwd=REPO_ROOT,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,
-            check=False,
-        ).returncode
+        )
+        # While the fit runs: its epoch and validation accuracy, read from its MLflow run, go
+        # to Ray Tune as intermediate results (the sweep's progress lines).
+        interval = config.get(REPORT_SECONDS_KEY, REPORT_INTERVAL_S)
+        returncode = wait_reporting(process, progress, tune.report, interval)
     seconds = time.perf_counter() - started
     finished = client.get_run(run_id)
     metrics = finished.data.metrics
-    test_acc_mean = metric_key(TEST, ACC_MEAN)
-    if returncode == 0 and test_acc_mean in metrics:
+    if returncode == 0 and TEST_ACC_MEAN in metrics:
         client.set_tag(run_id, STATE_TAG, "done")
         client.log_metric(run_id, "sweep/trial_seconds", seconds)
         client.set_terminated(run_id, "FINISHED")
-        return {k: v for k, v in metrics.items() if k.startswith(f"{TEST}/")} | {
-            "trial_seconds": seconds
+        return {k: v for k, v in metrics.items() if k.startswith(stage_prefix(TEST))} | {
+            TRIAL_SECONDS: seconds
         }
     tail = log_path.read_text(errors="replace")[-ERROR_TAIL_CHARS:]
-    problem = f"exit status {returncode}" if returncode else f"finished without {test_acc_mean}"
+    problem = f"exit status {returncode}" if returncode else f"finished without {TEST_ACC_MEAN}"
     client.set_tag(run_id, ERROR_TAG, f"{problem}; end of trial.log:\n{tail}")
     client.set_tag(run_id, STATE_TAG, "failed")
     client.log_artifact(run_id, str(log_path))

@@ -45,7 +45,15 @@ from lightning_modules.metrics import (
     accuracy_from_confusion,
     summarize_domains,
 )
-from lightning_modules.names import metric_safe_name
+from lightning_modules.names import (
+    ACC_HELD_OUT_MEAN,
+    ACC_MEAN,
+    ACC_WORST,
+    NUM_SAMPLES,
+    PRUNE,
+    domain_metric_name,
+    metric_key,
+)
 
 #: The ranking rules, in the order they are evaluated and drawn.
 RULES = ("gate", "random")
@@ -215,9 +223,9 @@ def evaluate_domains(
         model.train(was_training)
     matrices = metric.confusion_matrices()
     accuracies = {name: accuracy_from_confusion(m).item() for name, m in matrices.items()}
-    results = {f"acc/{metric_safe_name(name)}": value for name, value in accuracies.items()}
+    results = {domain_metric_name(name): value for name, value in accuracies.items()}
     results.update(summarize_domains(accuracies, model.trained_domains))
-    results["num_samples"] = float(sum(m.sum().item() for m in matrices.values()))
+    results[NUM_SAMPLES] = float(sum(m.sum().item() for m in matrices.values()))
     return results
 
 
@@ -308,11 +316,11 @@ def pruning_curve(
 
 def metric_names(points: Sequence[PruningPoint]) -> list[str]:
     """The metric keys of the points, summaries first, then the domains in order seen."""
-    order = ["acc_mean", "acc_worst", "acc_held_out_mean"]
+    order = [ACC_MEAN, ACC_WORST, ACC_HELD_OUT_MEAN]
     seen: list[str] = []
     for point in points:
         for key in point.metrics:
-            if key not in seen and key != "num_samples":
+            if key not in seen and key != NUM_SAMPLES:
                 seen.append(key)
     return [k for k in order if k in seen] + [k for k in seen if k not in order]
 
@@ -360,4 +368,5 @@ def as_logged(value: float) -> float:
 def mlflow_metrics(point: PruningPoint) -> dict[str, float]:
     """`prune/<rule>/<metric>` for one point (logged at step `point.step`), rounded to float32
     as the training run's metrics are (`as_logged`)."""
-    return {f"prune/{point.rule}/{key}": as_logged(v) for key, v in point.metrics.items()}
+    rule = f"{PRUNE}/{point.rule}"
+    return {metric_key(rule, key): as_logged(v) for key, v in point.metrics.items()}

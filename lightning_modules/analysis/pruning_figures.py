@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from matplotlib.figure import Figure
 
 from lightning_modules.analysis.pruning import PruningPoint, metric_names
+from lightning_modules.names import ACC_MEAN, domain_metric_prefix
 
 _STYLES = {"gate": "-", "random": "--"}
 _MARKERS = {"gate": "o", "random": "x"}
@@ -37,16 +38,17 @@ def accuracy_vs_ratio_figure(points: Sequence[PruningPoint], title: str = "") ->
     figure = Figure(figsize=(11.0, 4.2), dpi=110)
     mean_axes, domain_axes = figure.subplots(1, 2, sharey=True)
     for rule in _STYLES:
-        ratios, values = _series(points, rule, "acc_mean")
+        ratios, values = _series(points, rule, ACC_MEAN)
         mean_axes.plot(
             ratios, values, _STYLES[rule], marker=_MARKERS[rule], label=f"{rule} ranking"
         )
-    domains = [k for k in metric_names(points) if k.startswith("acc/")]
+    prefix = domain_metric_prefix(None)
+    domains = [k for k in metric_names(points) if k.startswith(prefix)]
     colors = [f"C{i % 10}" for i in range(len(domains))]
     for key, color in zip(domains, colors, strict=True):
         for rule in _STYLES:
             ratios, values = _series(points, rule, key)
-            label = f"{key.removeprefix('acc/').replace('_', ' ')} ({rule})"
+            label = f"{key.removeprefix(prefix).replace('_', ' ')} ({rule})"
             domain_axes.plot(ratios, values, _STYLES[rule], color=color, label=label)
     mean_axes.set_title("mean over trained domains")
     domain_axes.set_title("per domain")
@@ -76,7 +78,7 @@ def overlay_figure(curves: Mapping[str, Sequence[PruningPoint]], title: str = ""
     axes = figure.add_subplot()
     for index, (label, points) in enumerate(curves.items()):
         for rule in _STYLES:
-            ratios, values = _series(points, rule, "acc_mean")
+            ratios, values = _series(points, rule, ACC_MEAN)
             axes.plot(
                 ratios,
                 values,

@@ -4,6 +4,7 @@ failing trial, and a sweep killed mid-way then run again (slow: real fits in sub
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -68,8 +69,14 @@ def trial_runs(path: Path):
 def test_sweep_runs_nested_trials_and_reports_a_failing_one(tmp_path):
     # `bogus` is not a module: its two trials fail; the four others must finish.
     path = write_sweep(tmp_path, ["none", "srm", "bogus"], epochs=1)
-    result = sweep("run", str(path), cwd=tmp_path)
+    result = sweep("run", str(path), "--progress-seconds", "3", cwd=tmp_path)
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    # While the fits run: progress blocks with each running trial's epoch and validation
+    # accuracy (read from its MLflow run), and the time left once a trial has finished.
+    assert re.search(r"\] progress: \d/6 ended, \d running, \d waiting; ", result.stdout)
+    trial_line = r"recalibration=(none|srm) seed=\d draw=0 \(\w{16}\): epoch 1/1, val/acc_mean "
+    assert re.search(trial_line, result.stdout), result.stdout[-3000:]
+    assert re.search(r"elapsed, about \d+ (s|min) left", result.stdout), result.stdout[-3000:]
     spec, client, parents, trials = trial_runs(path)
     (parent,) = parents
     assert len(trials) == 6
