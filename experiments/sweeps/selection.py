@@ -35,6 +35,7 @@ from lightning_modules.names import (
     domain_metric_key,
     domain_metric_prefix,
     metric_key,
+    metric_safe_name,
 )
 
 SELECTION_METHODS = ("training_domain_validation", "test_domain_oracle", "leave_one_domain_out")
@@ -166,10 +167,12 @@ def select_leave_one_domain_out(records: list[TrialRecord]) -> list[Selection]:
     done = [r for r in records if r.state == "done"]
     by_key = {(r.module, frozenset(r.held_out), r.seed, r.draw): r for r in done}
     prefix = domain_metric_prefix(VAL)
-    domains = sorted(
-        {d for r in done for d in r.held_out}
-        | {k.removeprefix(prefix) for r in done for k in r.history if k.startswith(prefix)}
-    )
+    # Held-out domains carry their configured names (`Real World`), metric keys the metric-safe
+    # ones (`Real_World`): one domain, named as configured wherever a run held it out.
+    configured = {d for r in done for d in r.held_out}
+    by_safe_name = {metric_safe_name(d): d for d in configured}
+    logged = {k.removeprefix(prefix) for r in done for k in r.history if k.startswith(prefix)}
+    domains = sorted(configured | {by_safe_name.get(d, d) for d in logged})
     selections = []
     for (module, held_out, seed), group in group_records(records).items():
         if not held_out:

@@ -142,3 +142,18 @@ def test_multi_domain_has_training_domain_validation_only():
     assert list(selections) == ["training_domain_validation"]
     (pick,) = selections["training_domain_validation"]
     assert (pick.epoch, pick.accuracy) == (1, 0.6)  # a tie goes to the earlier epoch
+
+
+def test_leave_one_domain_out_finds_domains_whose_metric_names_differ(client, tmp_path):
+    """Held-out domains are named as configured (`Real World`), their metrics metric-safe
+    (`val/acc/Real_World`): the selection pairs them instead of looking for two domains."""
+    experiment_id = client.create_experiment("selection-names")
+    base = log_run(client, experiment_id, {"val/acc_mean": [0.5], "val/acc_held_out_mean": [0.4]})
+    records = [record(client, base, ["Art"], 0, tmp_path, ["val/acc_mean"])]
+    for extra, key, value in [("Clipart", "Clipart", 0.3), ("Real World", "Real_World", 0.7)]:
+        run_id = log_run(client, experiment_id, {"val/acc_mean": [0.5], f"val/acc/{key}": [value]})
+        metrics = ["val/acc_mean", f"val/acc/{key}"]
+        records.append(record(client, run_id, ["Art", extra], 0, tmp_path, metrics))
+    picks = select_all(records)["leave_one_domain_out"]
+    assert [(p.held_out, p.draw) for p in picks] == [("Art", 0)]
+    assert picks[0].score == pytest.approx(0.5)
