@@ -313,13 +313,14 @@ class MultiDomainClassifier(pl.LightningModule):
         total = trainer.estimated_stepping_batches
         return self.global_step / total if 0 < total < float("inf") else 1.0
 
-    def _evaluation_step(self, batch, stage: str, dataloader_idx: int = 0) -> None:
+    def _evaluation_step(self, batch, stage: str, dataloader_idx: int = 0) -> dict | None:
+        """Update the metrics; return the logits, labels, domains for callbacks (SWAD's loss)."""
         if batch is None:  # every sample skipped (data.on_bad_image: skip)
-            return
+            return None
         loss, logits, labels, domain_index, head_inputs = self._step(batch)
         if dataloader_idx == STYLE_SHIFTED_DATALOADER:
             self.style_robustness.update_shifted(stage, logits.argmax(dim=1), labels, domain_index)
-            return
+            return None
         self.domain_accuracy[stage].update(logits.argmax(dim=1), labels, domain_index)
         self.style_robustness.update_cross_domain(
             stage, self.head.all_domain_logits(head_inputs), labels, domain_index
@@ -333,12 +334,13 @@ class MultiDomainClassifier(pl.LightningModule):
             batch_size=len(labels),
             add_dataloader_idx=False,
         )
+        return {"logits": logits, "labels": labels, "domains": domain_index}
 
-    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._evaluation_step(batch, "val", dataloader_idx)
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0):
+        return self._evaluation_step(batch, "val", dataloader_idx)
 
-    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._evaluation_step(batch, "test", dataloader_idx)
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0):
+        return self._evaluation_step(batch, "test", dataloader_idx)
 
     def _evaluation_epoch_end(self, stage: str) -> None:
         matrices = self.domain_accuracy[stage].confusion_matrices()
