@@ -119,6 +119,11 @@ class DeferringClient:
         return run
 
     def __getattr__(self, name: str) -> Any:
+        # Only called for names not found on this object; `_client` itself is such a name while
+        # `copy.deepcopy` or pickle rebuild the object (its __dict__ is still empty): without
+        # this guard the lookup would recurse forever.
+        if name.startswith("__") or name == "_client":
+            raise AttributeError(name)
         attribute = getattr(self._client, name)
         if name not in self.WRITES:
             return attribute

@@ -141,3 +141,21 @@ def test_names_set_before_the_first_use_name_the_run(tracking_uri: str) -> None:
     assert again.run_id == logger.run_id
     runs = client.search_runs([run.info.experiment_id])
     assert [r.info.run_id for r in runs] == [run.info.run_id]
+
+
+def test_a_deferring_client_can_be_deep_copied() -> None:
+    """Weight averaging deep-copies the model, and through the CLI's callables it reaches the
+    logger's client: the copy must not recurse, and it keeps its queue and target."""
+    import copy
+
+    from lightning_modules.tracking.outage import DeferringClient
+
+    class Client:
+        def log_metric(self, *args, **kwargs) -> None:
+            raise AssertionError("queued calls are not sent by a copy")
+
+    deferring = DeferringClient(Client())
+    deferring.pending.append(("log_metric", ("run", "m", 1.0), {}))
+    duplicate = copy.deepcopy(deferring)
+    assert duplicate.pending == deferring.pending and duplicate.pending is not deferring.pending
+    assert isinstance(duplicate._client, Client)
