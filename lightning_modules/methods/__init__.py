@@ -13,19 +13,23 @@ from collections.abc import Mapping
 from typing import Any
 
 from lightning_modules.methods.base import MethodHost, MethodOutput, TrainingBatch, TrainingMethod
+from lightning_modules.methods.coral import CORAL
 from lightning_modules.methods.dann import DANN
 from lightning_modules.methods.erm import ERM
 from lightning_modules.methods.groupdro import GroupDRO
 from lightning_modules.methods.irm import IRM
+from lightning_modules.methods.mmd import MMD
 from lightning_modules.methods.mtl import MTL
 from lightning_modules.methods.vrex import VREx
 from lightning_modules.options import check_options, format_options
 
 TRAINING_METHODS: dict[str, type[TrainingMethod]] = {
     "erm": ERM,
+    "coral": CORAL,
     "dann": DANN,
     "groupdro": GroupDRO,
     "irm": IRM,
+    "mmd": MMD,
     "mtl": MTL,
     "vrex": VREx,
 }
