@@ -18,8 +18,11 @@ from lightning_modules.methods.dann import DANN
 from lightning_modules.methods.erm import ERM
 from lightning_modules.methods.groupdro import GroupDRO
 from lightning_modules.methods.irm import IRM
+from lightning_modules.methods.mixup import Mixup
 from lightning_modules.methods.mmd import MMD
 from lightning_modules.methods.mtl import MTL
+from lightning_modules.methods.rsc import RSC
+from lightning_modules.methods.sd import SpectralDecoupling
 from lightning_modules.methods.vrex import VREx
 from lightning_modules.options import check_options, format_options
 
@@ -29,8 +32,11 @@ TRAINING_METHODS: dict[str, type[TrainingMethod]] = {
     "dann": DANN,
     "groupdro": GroupDRO,
     "irm": IRM,
+    "mixup": Mixup,
     "mmd": MMD,
     "mtl": MTL,
+    "rsc": RSC,
+    "sd": SpectralDecoupling,
     "vrex": VREx,
 }
 
