@@ -13,19 +13,37 @@ from collections.abc import Mapping
 from typing import Any
 
 from lightning_modules.methods.base import MethodHost, MethodOutput, TrainingBatch, TrainingMethod
+from lightning_modules.methods.coral import CORAL
 from lightning_modules.methods.dann import DANN
 from lightning_modules.methods.dsu import DSU
 from lightning_modules.methods.efdmix import EFDMix
 from lightning_modules.methods.erm import ERM
+from lightning_modules.methods.groupdro import GroupDRO
+from lightning_modules.methods.irm import IRM
 from lightning_modules.methods.mixstyle import MixStyle
+from lightning_modules.methods.mixup import Mixup
+from lightning_modules.methods.mmd import MMD
+from lightning_modules.methods.mtl import MTL
+from lightning_modules.methods.rsc import RSC
+from lightning_modules.methods.sd import SpectralDecoupling
+from lightning_modules.methods.vrex import VREx
 from lightning_modules.options import check_options, format_options
 
 TRAINING_METHODS: dict[str, type[TrainingMethod]] = {
     "erm": ERM,
+    "coral": CORAL,
     "dann": DANN,
     "dsu": DSU,
     "efdmix": EFDMix,
+    "groupdro": GroupDRO,
+    "irm": IRM,
     "mixstyle": MixStyle,
+    "mixup": Mixup,
+    "mmd": MMD,
+    "mtl": MTL,
+    "rsc": RSC,
+    "sd": SpectralDecoupling,
+    "vrex": VREx,
 }
 
 
