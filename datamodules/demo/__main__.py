@@ -4,6 +4,8 @@ python -m datamodules.demo officehome --root data/officehome_demo --grid grid.pn
 python -m datamodules.demo cue_conflict --root data/cue_conflict_demo --grid cc.png
 python -m datamodules.demo dtd --root data/dtd_demo --grid dtd_grid.png
 python -m datamodules.demo cifar10 --root data/cifar10_demo --images 100
+python -m datamodules.demo pacs --root data/pacs_demo --grid pacs_grid.png (also vlcs,
+terra_incognita, domainnet, mnist: see datamodules/demo/domainbed_cli.py)
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from datamodules.demo.cifar import generate_cifar10_demo, generate_cifar100_demo
 from datamodules.demo.cue_conflict import generate_cue_conflict_demo, save_cue_conflict_grid
+from datamodules.demo.domainbed_cli import add_domainbed_parsers, run_domainbed_demo
 from datamodules.demo.dtd import generate_dtd_demo, save_dtd_grid
 from datamodules.demo.officehome import generate_officehome_demo, save_officehome_grid
 
@@ -51,12 +54,15 @@ def _parser() -> argparse.ArgumentParser:
         cifar.add_argument("--images", type=int, default=images, help="training images per class")
         cifar.add_argument("--test-images", type=int, default=test_images, help="per class")
     cue_conflict.add_argument("--style", default="Neutral", help="rendering style")
+    add_domainbed_parsers(kinds)  # pacs, vlcs, terra_incognita, domainnet, mnist
     return parser
 
 
 def main(args: Sequence[str] | None = None) -> None:
     """Parse `args` (default: the command line), generate the set, save the grid if asked."""
     options = _parser().parse_args(args)
+    if run_domainbed_demo(options):
+        return
     if options.kind in ("cifar10", "cifar100"):
         generate = generate_cifar10_demo if options.kind == "cifar10" else generate_cifar100_demo
         root = generate(

@@ -13,9 +13,15 @@ import pytest
 import yaml
 
 from experiments.cifar import main as cifar_main
+from experiments.colored_mnist import main as colored_mnist_main
+from experiments.domainnet import main as domainnet_main
 from experiments.dtd import main as dtd_main
 from experiments.officehome import main as officehome_main
+from experiments.pacs import main as pacs_main
+from experiments.rotated_mnist import main as rotated_mnist_main
 from experiments.stylized_imagenet import main as stylized_imagenet_main
+from experiments.terra_incognita import main as terra_incognita_main
+from experiments.vlcs import main as vlcs_main
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "configs"
@@ -25,6 +31,12 @@ ENTRY_POINTS = {
     "dtd": dtd_main,
     "officehome": officehome_main,
     "stylized_imagenet": stylized_imagenet_main,
+    "pacs": pacs_main,
+    "vlcs": vlcs_main,
+    "terra_incognita": terra_incognita_main,
+    "domainnet": domainnet_main,
+    "rotated_mnist": rotated_mnist_main,
+    "colored_mnist": colored_mnist_main,
 }
 MODULES = ("none", "se", "srm", "ge", "mssar")
 
