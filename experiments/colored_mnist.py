@@ -8,14 +8,9 @@ python -m experiments.colored_mnist fit --config configs/colored_mnist/demo.yaml
 from __future__ import annotations
 
 from datamodules.mnist_variants import ColoredMNISTDataModule
-from lightning_modules.cli import run_cli
+from experiments.errors import dataset_entry_point, run_main
 
-
-def main(args=None):
-    return run_cli(ColoredMNISTDataModule, args=args)
-
+main = dataset_entry_point(ColoredMNISTDataModule)
 
 if __name__ == "__main__":
-    from experiments.errors import run_main
-
     run_main(main)

@@ -8,14 +8,9 @@ python -m experiments.domainnet fit --config configs/domainnet/demo.yaml
 from __future__ import annotations
 
 from datamodules.domainnet import DomainNetDataModule
-from lightning_modules.cli import run_cli
+from experiments.errors import dataset_entry_point, run_main
 
-
-def main(args=None):
-    return run_cli(DomainNetDataModule, args=args)
-
+main = dataset_entry_point(DomainNetDataModule)
 
 if __name__ == "__main__":
-    from experiments.errors import run_main
-
     run_main(main)

@@ -8,14 +8,9 @@ python -m experiments.pacs fit --config configs/pacs/demo.yaml
 from __future__ import annotations
 
 from datamodules.pacs import PACSDataModule
-from lightning_modules.cli import run_cli
+from experiments.errors import dataset_entry_point, run_main
 
-
-def main(args=None):
-    return run_cli(PACSDataModule, args=args)
-
+main = dataset_entry_point(PACSDataModule)
 
 if __name__ == "__main__":
-    from experiments.errors import run_main
-
     run_main(main)

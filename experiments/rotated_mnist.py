@@ -8,14 +8,9 @@ python -m experiments.rotated_mnist fit --config configs/rotated_mnist/demo.yaml
 from __future__ import annotations
 
 from datamodules.mnist_variants import RotatedMNISTDataModule
-from lightning_modules.cli import run_cli
+from experiments.errors import dataset_entry_point, run_main
 
-
-def main(args=None):
-    return run_cli(RotatedMNISTDataModule, args=args)
-
+main = dataset_entry_point(RotatedMNISTDataModule)
 
 if __name__ == "__main__":
-    from experiments.errors import run_main
-
     run_main(main)

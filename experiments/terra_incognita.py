@@ -9,14 +9,9 @@ python -m experiments.terra_incognita fit --config configs/terra_incognita/demo.
 from __future__ import annotations
 
 from datamodules.terra_incognita import TerraIncognitaDataModule
-from lightning_modules.cli import run_cli
+from experiments.errors import dataset_entry_point, run_main
 
-
-def main(args=None):
-    return run_cli(TerraIncognitaDataModule, args=args)
-
+main = dataset_entry_point(TerraIncognitaDataModule)
 
 if __name__ == "__main__":
-    from experiments.errors import run_main
-
     run_main(main)

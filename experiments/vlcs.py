@@ -8,14 +8,9 @@ python -m experiments.vlcs fit --config configs/vlcs/demo.yaml
 from __future__ import annotations
 
 from datamodules.vlcs import VLCSDataModule
-from lightning_modules.cli import run_cli
+from experiments.errors import dataset_entry_point, run_main
 
-
-def main(args=None):
-    return run_cli(VLCSDataModule, args=args)
-
+main = dataset_entry_point(VLCSDataModule)
 
 if __name__ == "__main__":
-    from experiments.errors import run_main
-
     run_main(main)
