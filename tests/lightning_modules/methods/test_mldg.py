@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import copy
 from itertools import cycle
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.plugins.precision import MixedPrecision
 
-from tests.lightning_modules.methods.manual_helpers import fit, tiny_fit, tiny_model
+from lightning_modules.methods.manual_steps import check_manual_support
+from tests.lightning_modules.methods.manual_helpers import (
+    fit,
+    synthetic_batches,
+    tiny_fit,
+    tiny_model,
+)
 from tests.lightning_modules.methods.style_helpers import one_thread
 
 pytestmark = pytest.mark.filterwarnings(
@@ -160,3 +168,16 @@ def test_a_tiny_mldg_fit_learns() -> None:
     losses, accuracy, _ = tiny_fit("mldg", {"n_meta_test": 1}, epochs=3)
     assert sum(losses[-8:]) < 0.5 * sum(losses[:8])
     assert accuracy > 0.6  # chance: 1/3
+
+
+def test_float16_amp_with_a_gradient_scaler_is_refused() -> None:
+    # On the CPU Lightning maps precision 16-mixed to bf16; a scaler is given explicitly.
+    scaled = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
+    with pytest.raises(ValueError, match=r"mldg computes its gradients with torch.autograd.grad"):
+        fit(tiny_model("mldg", {"n_meta_test": 1}), synthetic_batches(1), plugins=[scaled])
+
+
+def test_several_processes_are_refused() -> None:
+    trainer = SimpleNamespace(world_size=2, precision_plugin=None)
+    with pytest.raises(ValueError, match=r"train it in one process \(trainer.devices: 1"):
+        check_manual_support(SimpleNamespace(trainer=trainer), "mldg")

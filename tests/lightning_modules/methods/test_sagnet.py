@@ -9,6 +9,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.plugins.precision import MixedPrecision
 
 import lightning_modules.methods.sagnet as sagnet_module
 from lightning_modules.methods.sagnet import randomize
@@ -145,6 +146,20 @@ def test_the_randomisations_follow_their_formulas_and_gradients() -> None:
     assert z.grad[3].abs().sum() == 0 and z.grad[0].abs().sum() > 0
     # style randomisation at alpha = 1 is the identity
     torch.testing.assert_close(randomize(z, "style", torch.ones(5, 1), perm), z)
+
+
+def test_uncounted_steps_unscale_float16_gradients_as_counted_ones_do() -> None:
+    """With fp16 AMP's gradient scaler (65536 at first), SGD steps taken on scaled gradients
+    would be that much larger: the weights after two batches stay near float32's."""
+    sgd = lambda params: torch.optim.SGD(params, lr=0.01)  # noqa: E731
+    plain = tiny_model("sagnet", optimizer=sgd)
+    fit(plain, synthetic_batches(2))
+    scaled = tiny_model("sagnet", optimizer=sgd)
+    scaler = torch.amp.GradScaler("cpu")
+    fit(scaled, synthetic_batches(2), plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)])
+    assert scaled.trainer.global_step == 2
+    for a, b in zip(plain.parameters(), scaled.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0.02)
 
 
 def test_prediction_is_the_content_head_on_plain_features() -> None:
