@@ -28,10 +28,11 @@ Optimizers: both Adam-like with betas (beta1, 0.9), DomainBed's. The discriminat
 `lr_d` / `weight_decay_d` (L2, as torch's Adam). The network's is the model's optimizer
 (`model.init_args.optimizer`): DomainBed's `lr_g` and `weight_decay_g` *are* its `lr` and
 `weight_decay` (DomainBed draws them from the same distributions as the shared `lr` and
-`weight_decay`, 5e-5 / 10^U(-5,-3.5) and 0 / 10^U(-6,-2), so a sweep over the model's
-optimizer is a sweep over them), with the backbone's learning-rate multiplier and the
-scheduler; its betas are set to (beta1, 0.9) when it has betas (Adam, AdamW; DomainBed's
-config is Adam), and otherwise (SGD) beta1 concerns the discriminator only (a warning says so).
+`weight_decay`, 5e-5 / 10^U(-5,-3.5) and 0 / 10^U(-6,-2), so a sweep over the model's optimizer
+is a sweep over them), with the backbone's learning-rate multiplier; its betas are set to
+(beta1, 0.9) when it has betas (Adam, AdamW; DomainBed's config is Adam), and otherwise (SGD)
+beta1 concerns the discriminator only (a warning says so). The model's learning-rate scheduler,
+if any, is applied to both optimizers (DomainBed has none).
 
 Defaults / random search (DomainBed's): dann_lambda (DomainBed's `lambda`, a Python keyword)
 1 / 10^U(-2,2); d_steps_per_g_step 1 / int(2^U(0,3)); grad_penalty 0 / 10^U(-2,1); beta1 0.5 /
@@ -40,12 +41,13 @@ choice {0, 0.1, 0.5}; lr_d 5e-5 / 10^U(-5,-3.5); weight_decay_d 0 / 10^U(-6,-2).
 
 Differences from DomainBed that leave the numbers unchanged: the discriminator step's features
 are computed without a graph (DomainBed back-propagates the discriminator's loss into the
-featurizer and then zeroes those gradients); the network's heads are the model's (per-domain
-or shared). [DB-2020] used an older softmax-based penalty; this is HEAD's. Logged:
-`train/loss` is the loss of the step taken (L_d or the network's), plus `train/disc_loss`,
-`train/grad_penalty`, `train/generator_step` (1 for the network's step) and, on network
-steps, `train/class_loss`. One counted optimizer step per batch, so `trainer.max_steps` counts
-batches. One process only.
+featurizer and then zeroes those gradients). The classifier h is the model's heads
+(`model.classification_loss`: per-domain heads by default, plus the shared head's term when the
+model has one; DomainBed has one classifier). [DB-2020] used an older softmax-based penalty;
+this is HEAD's. Logged: `train/loss` is the loss of the step taken (L_d or the network's), plus
+`train/disc_loss`, `train/grad_penalty`, `train/generator_step` (1 for the network's step) and,
+on network steps, `train/class_loss`. One counted optimizer step per batch, so
+`trainer.max_steps` counts batches. One process only.
 """
 
 from __future__ import annotations
