@@ -17,10 +17,14 @@ Groups:
   batch; a batch whose size is not a multiple of `support_size` is one group (DomainBed's
   `predict`, with its evaluation batches of 64 and support size 8). The project's evaluation
   batches are `data.init_args.eval_batch_size` (default: the training `batch_size`) images of
-  the split in order, domain after domain: with a multiple of `support_size` (e.g. 64, as
-  DomainBed) every group holds 8 consecutive images, which belong to one domain except where a
-  domain's images end inside a group; the last, smaller batch of a split is usually one group.
-  A prediction therefore depends on the images it is batched with, as in the paper.
+  the split in order: with a multiple of `support_size` (e.g. 64, as DomainBed) every group
+  holds `support_size` consecutive images; the last, smaller batch of a split is usually one
+  group. A prediction therefore depends on the images it is batched with, as in the paper.
+  Caveat: the project's splits list each domain's images class by class
+  (`datamodules/data/splitting.py`), so consecutive images mostly share a domain *and a class*,
+  whereas DomainBed's evaluation order is a seeded shuffle of each domain: here the context can
+  carry class information that DomainBed's groups do not, which flatters ARM's evaluation
+  accuracy. Compare ARM with DomainBed's numbers only with a shuffled evaluation order.
 
 Batch size: DomainBed fixes ARM's batch size to 8 per domain (not searched). Here set
 `data.init_args.batch_size` to 8 x the number of trained domains with equal

@@ -147,7 +147,8 @@ class MLDG(TrainingMethod):
             grads_i = torch.autograd.grad(loss_i, parameters, allow_unused=True)
             copy = clone_network(model)
             for name, grad in zip(network, grads_i, strict=True):
-                copy[name].grad = grad
+                # a copy: G_i is also summed below, whatever the optimizer does to .grad
+                copy[name].grad = None if grad is None else grad.clone()
             self.inner_optimizer(model, copy).step()
             loss_j, _ = classification_loss_with(
                 model, copy, batch.images[rows_j], batch.labels[rows_j], batch.domains[rows_j]
