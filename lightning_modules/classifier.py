@@ -129,6 +129,8 @@ class MultiDomainClassifier(pl.LightningModule):
         self.domain_names = list(domain_names or ["default"])
         self.trained_domains = list(trained_domains or self.domain_names)
         self.class_names = list(class_names or [str(i) for i in range(num_classes)])
+        #: Classes shared by all domains (what `MethodHost` promises the training methods).
+        self.num_classes = num_classes
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.backbone = create_backbone(

@@ -12,36 +12,48 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from lightning_modules.methods.arm import ARM
 from lightning_modules.methods.base import MethodHost, MethodOutput, TrainingBatch, TrainingMethod
+from lightning_modules.methods.cdann import CDANN
 from lightning_modules.methods.coral import CORAL
 from lightning_modules.methods.dann import DANN
+from lightning_modules.methods.dann_dg import DANNDG
 from lightning_modules.methods.dsu import DSU
 from lightning_modules.methods.efdmix import EFDMix
 from lightning_modules.methods.erm import ERM
+from lightning_modules.methods.fish import Fish
 from lightning_modules.methods.groupdro import GroupDRO
 from lightning_modules.methods.irm import IRM
 from lightning_modules.methods.mixstyle import MixStyle
 from lightning_modules.methods.mixup import Mixup
+from lightning_modules.methods.mldg import MLDG
 from lightning_modules.methods.mmd import MMD
 from lightning_modules.methods.mtl import MTL
 from lightning_modules.methods.rsc import RSC
+from lightning_modules.methods.sagnet import SagNet
 from lightning_modules.methods.sd import SpectralDecoupling
 from lightning_modules.methods.vrex import VREx
 from lightning_modules.options import check_options, format_options
 
 TRAINING_METHODS: dict[str, type[TrainingMethod]] = {
     "erm": ERM,
+    "arm": ARM,
+    "cdann": CDANN,
     "coral": CORAL,
     "dann": DANN,
+    "dann_dg": DANNDG,
     "dsu": DSU,
     "efdmix": EFDMix,
+    "fish": Fish,
     "groupdro": GroupDRO,
     "irm": IRM,
     "mixstyle": MixStyle,
     "mixup": Mixup,
+    "mldg": MLDG,
     "mmd": MMD,
     "mtl": MTL,
     "rsc": RSC,
+    "sagnet": SagNet,
     "sd": SpectralDecoupling,
     "vrex": VREx,
 }
@@ -97,14 +109,20 @@ def format_method_options(name: str, options: Mapping[str, Any] | None) -> str:
 
 
 __all__ = [
+    "ARM",
+    "CDANN",
     "DANN",
+    "DANNDG",
     "DSU",
     "ERM",
+    "MLDG",
     "TRAINING_METHODS",
     "EFDMix",
+    "Fish",
     "MethodHost",
     "MethodOutput",
     "MixStyle",
+    "SagNet",
     "TrainingBatch",
     "TrainingMethod",
     "check_method_options",

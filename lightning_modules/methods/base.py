@@ -92,6 +92,7 @@ class MethodHost(Protocol):
     head: MultiDomainHead
     domain_names: list[str]
     trained_domains: list[str]
+    num_classes: int
     training: bool
     global_step: int
 
