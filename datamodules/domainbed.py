@@ -32,10 +32,10 @@ from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 from datamodules.base import MultiDomainDataModule
+from datamodules.data.domainbed_facts import ImageFolderFacts
 from datamodules.data.image_lists import read_image_list
 from datamodules.data.layout import DatasetLayoutError, DomainData, DomainSource
 from datamodules.data.splitting import LabelledFiles
-from datamodules.domainbed_facts import ImageFolderFacts
 
 SPLIT_CHOICES = ("holdout", "official")
 

@@ -30,6 +30,7 @@ import zlib
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
+from datamodules.data.domainbed_facts import DOMAINNET, DOMAINNET_NUM_CLASSES
 from datamodules.data.image_lists import ImageListFile, read_image_list
 from datamodules.data.layout import DatasetLayoutError, DomainData, DomainSource
 from datamodules.data.splitting import LabelledFiles, stratified_split
@@ -41,7 +42,6 @@ from datamodules.domainbed import (
     labelled,
     read_split_list,
 )
-from datamodules.domainbed_facts import DOMAINNET, DOMAINNET_NUM_CLASSES
 
 DOMAINNET_LIST_SPLITS = ("train", "test")
 

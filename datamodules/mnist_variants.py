@@ -47,10 +47,10 @@ from torchvision.transforms.functional import rotate
 from datamodules.base import MultiDomainDataModule
 from datamodules.data.dataset import InMemoryImageDataset
 from datamodules.data.layout import DomainData, DomainSource
+from datamodules.data.mnist_idx import find_mnist_raw, load_mnist
 from datamodules.data.transforms import ToUint8Tensor
 from datamodules.demo.mnist import ensure_mnist_demo
 from datamodules.domainbed import apply_per_domain_batches, check_per_domain_batch
-from datamodules.mnist_idx import find_mnist_raw, load_mnist
 
 ROTATED_MNIST_ANGLES = (0, 15, 30, 45, 60, 75)
 COLORED_MNIST_ENVIRONMENTS = ("+90%", "+80%", "-90%")

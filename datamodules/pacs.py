@@ -22,6 +22,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
+from datamodules.data.domainbed_facts import PACS
 from datamodules.data.image_lists import ImageListFile
 from datamodules.data.layout import DomainData
 from datamodules.data.splitting import LabelledFiles
@@ -33,7 +34,6 @@ from datamodules.domainbed import (
     labelled,
     read_split_list,
 )
-from datamodules.domainbed_facts import PACS
 
 
 def pacs_label_problem(class_name: str, label: int) -> str | None:

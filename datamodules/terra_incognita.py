@@ -34,6 +34,7 @@ from collections import defaultdict
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
+from datamodules.data.domainbed_facts import TERRA_INCOGNITA
 from datamodules.data.layout import DatasetLayoutError
 from datamodules.demo.domainbed import (
     CCT_ANNOTATION_FILES,
@@ -42,7 +43,6 @@ from datamodules.demo.domainbed import (
     ensure_terra_incognita_demo,
 )
 from datamodules.domainbed import DomainBedImageFolderDataModule
-from datamodules.domainbed_facts import TERRA_INCOGNITA
 
 #: The camera locations DomainBed keeps, compared as strings (`str(location)`).
 TERRA_LOCATIONS = tuple(d.removeprefix("location_") for d in TERRA_INCOGNITA.domains)

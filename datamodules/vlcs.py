@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from datamodules.data.domainbed_facts import VLCS
 from datamodules.demo.domainbed import ensure_vlcs_demo
 from datamodules.domainbed import DomainBedImageFolderDataModule
-from datamodules.domainbed_facts import VLCS
 
 
 class VLCSDataModule(DomainBedImageFolderDataModule):

@@ -1,6 +1,6 @@
 """Generated copies of DomainBed's image-folder datasets in their real layouts, with the real
 domain and class folder names, file-name patterns and split-list formats (the facts are in
-`datamodules/domainbed_facts.py` and the docs), small enough for tests:
+`datamodules/data/domainbed_facts.py` and the docs), small enough for tests:
 
 - PACS: `kfold/<domain>/<class>/` (`pic_NNN.jpg`; sketches `NNNN.png`, grayscale) and
   `<domain>_{train,crossval,test}_kfold.txt` (`<domain>/<class>/<file> <label>`, labels 1..7;
@@ -30,6 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from datamodules.data.domainbed_facts import (
+    DOMAINNET,
+    DOMAINNET_EXAMPLE_CLASSES,
+    PACS,
+    TERRA_INCOGNITA,
+    VLCS,
+)
 from datamodules.demo.cache import ensure_generated
 from datamodules.demo.domainbed_render import (
     DOMAINBED_DEMO_VERSION,
@@ -37,13 +44,6 @@ from datamodules.demo.domainbed_render import (
     save_image,
     write_domains,
     write_stray_files,
-)
-from datamodules.domainbed_facts import (
-    DOMAINNET,
-    DOMAINNET_EXAMPLE_CLASSES,
-    PACS,
-    TERRA_INCOGNITA,
-    VLCS,
 )
 
 LAYOUTS = ("distributed", "domainbed")

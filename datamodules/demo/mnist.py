@@ -1,7 +1,7 @@
 """Generated MNIST files in torchvision's raw layout (or DomainBed's), for the RotatedMNIST and
 ColoredMNIST demos and tests: `<root>/MNIST/raw/{train-images-idx3-ubyte,
 train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte}` in the IDX format
-(`datamodules/mnist_idx.py`), optionally gzipped as distributed, read by torchvision's `MNIST`
+(`datamodules/data/mnist_idx.py`), optionally gzipped as distributed, read by torchvision's `MNIST`
 as well as here.
 
 Each digit is a font glyph (one of OpenCV's Hershey fonts, upright or italic) drawn with a
@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 
 import datamodules.demo.drawing as drawing
+from datamodules.data.domainbed_facts import MNIST_FILES
+from datamodules.data.mnist_idx import write_idx
 from datamodules.demo.cache import ensure_generated
 from datamodules.demo.objects import check_positive
-from datamodules.domainbed_facts import MNIST_FILES
-from datamodules.mnist_idx import write_idx
 
 MNIST_DEMO_VERSION = 1
 MNIST_SIDE, MNIST_BOX = 28, 20

@@ -16,8 +16,14 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.functional import rotate
 
 from datamodules.data.layout import DatasetLayoutError
+from datamodules.data.mnist_idx import (
+    IDXFormatError,
+    find_mnist_raw,
+    load_mnist,
+    read_idx,
+    write_idx,
+)
 from datamodules.demo import generate_mnist_demo
-from datamodules.mnist_idx import IDXFormatError, find_mnist_raw, load_mnist, read_idx, write_idx
 from datamodules.mnist_variants import (
     ColoredMNISTDataModule,
     RotatedMNISTDataModule,

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from datamodules.data.domainbed_facts import MNIST_FILES, MNIST_HOW_TO_GET
 from datamodules.data.layout import DatasetLayoutError
-from datamodules.domainbed_facts import MNIST_FILES, MNIST_HOW_TO_GET
 
 #: The IDX type byte of unsigned bytes.
 IDX_UBYTE = 0x08
