@@ -56,9 +56,11 @@ class CrossDomainAccuracy(Metric):
     full_state_update = False
 
     def __init__(self, num_heads: int, num_domains: int) -> None:
-        """Args:
-        num_heads: number of domain heads (rows).
-        num_domains: number of data domains (columns).
+        """Settings (each one also a command-line option).
+
+        Args:
+            num_heads: number of domain heads (rows).
+            num_domains: number of data domains (columns).
         """
         super().__init__()
         self.add_state("correct", torch.zeros(num_heads, num_domains), dist_reduce_fx="sum")
@@ -92,11 +94,13 @@ class StyleRobustness(nn.Module):
         num_classes: int,
         stages: Sequence[str] = ("val", "test"),
     ) -> None:
-        """Args:
-        domain_names: every domain of the data, in the DataModule's order.
-        trained_domains: the domains with a head (model selection uses them, as for acc_mean).
-        num_classes: classes shared by all domains.
-        stages: the stages that evaluate.
+        """Settings (each one also a command-line option).
+
+        Args:
+            domain_names: every domain of the data, in the DataModule's order.
+            trained_domains: the domains with a head (model selection uses them, as for acc_mean).
+            num_classes: classes shared by all domains.
+            stages: the stages that evaluate.
         """
         super().__init__()
         self.domain_names = list(domain_names)

@@ -83,9 +83,11 @@ class AdaINStyleTransfer(nn.Module):
     """Encoder (VGG-19 to relu4_1) + AdaIN + decoder; `forward` = `style_transfer`."""
 
     def __init__(self, encoder: nn.Sequential | None = None, decoder: nn.Sequential | None = None):
-        """Args:
-        encoder: VGG-19 up to relu4_1 (default: randomly initialised `vgg19_normalised()`).
-        decoder: the matching decoder (default: randomly initialised `adain_decoder()`).
+        """Settings (each one also a command-line option).
+
+        Args:
+            encoder: VGG-19 up to relu4_1 (default: randomly initialised `vgg19_normalised()`).
+            decoder: the matching decoder (default: randomly initialised `adain_decoder()`).
         """
         super().__init__()
         self.encoder = encoder if encoder is not None else vgg19_normalised()

@@ -86,10 +86,12 @@ class CueConflictDataset(Dataset):
         transform: Callable,
         min_decode_side: int | None = None,
     ) -> None:
-        """Args:
-        images: the stimuli, in the order their indices refer to.
-        transform: uint8 HxWx3 array -> uint8 CxHxW tensor (the evaluation transform).
-        min_decode_side: decode JPEGs at reduced size down to this side (PNG stimuli ignore it).
+        """Settings (each one also a command-line option).
+
+        Args:
+            images: the stimuli, in the order their indices refer to.
+            transform: uint8 HxWx3 array -> uint8 CxHxW tensor (the evaluation transform).
+            min_decode_side: decode JPEGs at reduced size down to this side (PNG stimuli ignore it).
         """
         self.images = images
         self.transform = transform

@@ -33,12 +33,14 @@ class ImageSampleDataset(Dataset):
         on_bad_image: str = "error",
         bad_image_dir: str | None = None,
     ):
-        """Args:
-        samples: the split's samples.
-        transform: uint8 HxWx3 array -> uint8 CxHxW tensor.
-        min_decode_side: decode JPEGs at reduced size down to this side.
-        on_bad_image: `error` (raise, naming the file) or `skip`.
-        bad_image_dir: where `skip` records the files it skipped.
+        """Settings (each one also a command-line option).
+
+        Args:
+            samples: the split's samples.
+            transform: uint8 HxWx3 array -> uint8 CxHxW tensor.
+            min_decode_side: decode JPEGs at reduced size down to this side.
+            on_bad_image: `error` (raise, naming the file) or `skip`.
+            bad_image_dir: where `skip` records the files it skipped.
         """
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise ValueError(f"on_bad_image={on_bad_image!r}; valid choices: ['error', 'skip']")
@@ -96,11 +98,13 @@ class InMemoryImageDataset(Dataset):
         samples: Sequence[Sample],
         transform: Callable,
     ):
-        """Args:
-        images: uint8 (N, H, W, 3) tensor holding every image of the dataset.
-        rows: the row of `images` of each sample.
-        samples: the split's samples, in the order of `rows`.
-        transform: uint8 HxWx3 array -> uint8 CxHxW tensor.
+        """Settings (each one also a command-line option).
+
+        Args:
+            images: uint8 (N, H, W, 3) tensor holding every image of the dataset.
+            rows: the row of `images` of each sample.
+            samples: the split's samples, in the order of `rows`.
+            transform: uint8 HxWx3 array -> uint8 CxHxW tensor.
         """
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images must be a uint8 (N, H, W, 3) tensor, got {images.shape}")

@@ -89,8 +89,10 @@ class AlbumentationsStyleShift:
     """
 
     def __init__(self, transform: A.BasicTransform) -> None:
-        """Args:
-        transform: a domain-adaptation transform reading its reference from "style_reference".
+        """Settings (each one also a command-line option).
+
+        Args:
+            transform: a domain-adaptation transform reading its reference from "style_reference".
         """
         self.transform = transform
 
@@ -109,10 +111,12 @@ class AdaINStyleShift:
     """
 
     def __init__(self, encoder_path: str, decoder_path: str, alpha: float = 1.0) -> None:
-        """Args:
-        encoder_path: AdaIN's `vgg_normalised.pth`.
-        decoder_path: AdaIN's `decoder.pth`.
-        alpha: style strength in [0, 1].
+        """Settings (each one also a command-line option).
+
+        Args:
+            encoder_path: AdaIN's `vgg_normalised.pth`.
+            decoder_path: AdaIN's `decoder.pth`.
+            alpha: style strength in [0, 1].
         """
         # Fail when the DataModule is built, not in a worker halfway through validation.
         missing_weights_error([encoder_path, decoder_path])
@@ -212,10 +216,12 @@ class StyleShiftedDataset(Dataset):
         reference_paths: Sequence[str],
         shift: StyleShift,
     ) -> None:
-        """Args:
-        plain: the split's plain evaluation dataset (it provides the content images).
-        reference_paths: one reference image per sample (see `draw_references`).
-        shift: (content, reference) uint8 HxWx3 -> shifted uint8 HxWx3.
+        """Settings (each one also a command-line option).
+
+        Args:
+            plain: the split's plain evaluation dataset (it provides the content images).
+            reference_paths: one reference image per sample (see `draw_references`).
+            shift: (content, reference) uint8 HxWx3 -> shifted uint8 HxWx3.
         """
         if len(reference_paths) != len(plain):
             raise ValueError(f"{len(reference_paths)} references for {len(plain)} samples")
@@ -289,9 +295,11 @@ class ScheduledLoader:
     """
 
     def __init__(self, loader: torch.utils.data.DataLoader, is_due: Callable[[], bool]) -> None:
-        """Args:
-        loader: the DataLoader of the shifted set.
-        is_due: called at the start of each pass.
+        """Settings (each one also a command-line option).
+
+        Args:
+            loader: the DataLoader of the shifted set.
+            is_due: called at the start of each pass.
         """
         self.loader = loader
         self.is_due = is_due

@@ -74,8 +74,10 @@ class EvaluationArtifacts(Callback):
     """
 
     def __init__(self, confusion_matrices: bool = True) -> None:
-        """Args:
-        confusion_matrices: draw a confusion matrix per domain (the slowest artifact).
+        """Settings (each one also a command-line option).
+
+        Args:
+            confusion_matrices: draw a confusion matrix per domain (the slowest artifact).
         """
         self.confusion_matrices = confusion_matrices
         self._best: dict | None = None

@@ -185,18 +185,20 @@ class ShapeBiasCallback(pl.Callback):
         demo_image_size: int = 96,
         cache_dir: str | None = None,
     ) -> None:
-        """Args:
-        root: cue-conflict folder (`<root>/<shape>/<shape><i>-<texture><j>.png`, e.g. the 1,280
-            stimuli of github.com/rgeirhos/texture-vs-shape); null generates the demo set
-            (the demo's shape classes, each drawn with every other class's texture).
-        batch_size: images per forward pass.
-        domain: classify through this domain's head (e.g. `stylized`); null treats the stimuli
-            as an unseen domain (shared head, else the mean of the domain heads).
-        demo_classes: demo set only: number of shape classes (must match the demo model's).
-        demo_images_per_pair: demo set only: images per (shape, texture) pair.
-        demo_image_size: demo set only: side of the generated images.
-        cache_dir: demo set only: cache folder (default: $STYLEBENCH_DATA_DIR or
-            ~/.cache/stylebench).
+        """Settings (each one also a command-line option).
+
+        Args:
+            root: cue-conflict folder (`<root>/<shape>/<shape><i>-<texture><j>.png`, e.g. the 1,280
+                stimuli of github.com/rgeirhos/texture-vs-shape); null generates the demo set
+                (the demo's shape classes, each drawn with every other class's texture).
+            batch_size: images per forward pass.
+            domain: classify through this domain's head (e.g. `stylized`); null treats the stimuli
+                as an unseen domain (shared head, else the mean of the domain heads).
+            demo_classes: demo set only: number of shape classes (must match the demo model's).
+            demo_images_per_pair: demo set only: images per (shape, texture) pair.
+            demo_image_size: demo set only: side of the generated images.
+            cache_dir: demo set only: cache folder (default: $STYLEBENCH_DATA_DIR or
+                ~/.cache/stylebench).
         """
         super().__init__()
         self.root = root
