@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lightning_modules.methods.base import MethodHost, MethodOutput, TrainingBatch, TrainingMethod
+from lightning_modules.methods.cdan import CDAN
 from lightning_modules.methods.coral import CORAL
 from lightning_modules.methods.dann import DANN
 from lightning_modules.methods.dsu import DSU
@@ -20,6 +21,7 @@ from lightning_modules.methods.efdmix import EFDMix
 from lightning_modules.methods.erm import ERM
 from lightning_modules.methods.groupdro import GroupDRO
 from lightning_modules.methods.irm import IRM
+from lightning_modules.methods.mcc import MCC
 from lightning_modules.methods.mixstyle import MixStyle
 from lightning_modules.methods.mixup import Mixup
 from lightning_modules.methods.mmd import MMD
@@ -31,12 +33,14 @@ from lightning_modules.options import check_options, format_options
 
 TRAINING_METHODS: dict[str, type[TrainingMethod]] = {
     "erm": ERM,
+    "cdan": CDAN,
     "coral": CORAL,
     "dann": DANN,
     "dsu": DSU,
     "efdmix": EFDMix,
     "groupdro": GroupDRO,
     "irm": IRM,
+    "mcc": MCC,
     "mixstyle": MixStyle,
     "mixup": Mixup,
     "mmd": MMD,
