@@ -34,7 +34,12 @@ from lightning_modules.models.backbones import create_backbone
 from lightning_modules.models.heads import MultiDomainHead
 from lightning_modules.models.recalibration import format_module_options
 from lightning_modules.names import metric_safe_name
-from lightning_modules.optimization import CosineAnnealingToMaxEpochs, sgd_recipe
+from lightning_modules.optimization import (
+    CosineAnnealingToMaxEpochs,
+    scheduler_config,
+    sgd_recipe,
+    step_schedulers,
+)
 from lightning_modules.style_robustness import STYLE_SHIFTED_DATALOADER, StyleRobustness
 
 
@@ -98,7 +103,9 @@ class MultiDomainClassifier(pl.LightningModule):
             image_size: training resolution (linked; global-extent Gather-Excite depends on it).
             shared_head: add a head shared by all domains; it also classifies unseen domains.
             optimizer: optimizer class_path/init_args (default: SGD 0.1, momentum 0.9, wd 1e-4).
-            lr_scheduler: LR scheduler class_path/init_args, stepped every epoch (default: none).
+            lr_scheduler: LR scheduler class_path/init_args, stepped every epoch, or after every
+                optimizer step if its class says `interval = "step"` (e.g.
+                `lightning_modules.optimization.InverseDecayLR`) (default: none).
             recalibration_weight_decay: apply weight decay to the parameters the SRM recipe
                 exempts (CFC weights and the module's BN); false follows the recipe.
             backbone_lr_multiplier: the backbone's learning rate relative to the heads' (e.g. 0.1
@@ -427,7 +434,8 @@ class MultiDomainClassifier(pl.LightningModule):
 
     def configure_optimizers(self):
         """The method's optimizer(s) over `parameter_groups()`, each group's learning rate times
-        its `lr_multiplier`, and the scheduler (one per optimizer), stepped every epoch."""
+        its `lr_multiplier`, and the scheduler (one per optimizer), stepped every epoch or, if its
+        class declares `interval = "step"`, after every optimizer step."""
         optimizers = self.method.configure_optimizers(
             self, self.optimizer_factory, self.parameter_groups()
         )
@@ -447,17 +455,17 @@ class MultiDomainClassifier(pl.LightningModule):
             scheduler = self.lr_scheduler_factory(optimizer)
             if isinstance(scheduler, CosineAnnealingToMaxEpochs) and scheduler.T_max is None:
                 scheduler.set_period(self.trainer.max_epochs)
-            configured.append({"optimizer": optimizer, "lr_scheduler": scheduler})
+            configured.append(scheduler_config(optimizer, scheduler))
         return configured[0] if len(configured) == 1 else configured
 
+    # Lightning steps schedulers itself only under automatic optimisation.
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if not self.automatic_optimization:
+            step_schedulers(self.lr_schedulers(), "step")
+
     def on_train_epoch_end(self) -> None:
-        # Lightning steps schedulers itself only under automatic optimisation.
-        if self.automatic_optimization:
-            return
-        schedulers = self.lr_schedulers()
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
-            if scheduler is not None:
-                scheduler.step()
+        if not self.automatic_optimization:
+            step_schedulers(self.lr_schedulers(), "epoch")
 
 
 # `--help` lists the registered methods (the docstring is read by LightningCLI for the help).

@@ -10,6 +10,10 @@ of an ordinary `python -m experiments.<entry> fit`. Keys are the CLI's dotted se
     fixed: {trainer.max_epochs: 12}         # the same for every trial
     grid:                                   # every combination
       model.init_args.recalibration: [none, se, srm, ge]
+    cases:                                  # more axes, each value settings set together
+      pair:
+        Ar2Cl: {data.init_args.domains: [Art, Clipart], data.init_args.target_domains: [Clipart]}
+        Cl2Ar: {data.init_args.domains: [Clipart, Art], data.init_args.target_domains: [Art]}
     seeds: 3                                # trial seeds 0, 1, 2 (or a list)
     seed_key: [seed_everything, data.init_args.split_seed]   # where the seed goes
     hparams:                                # optional random search
@@ -18,6 +22,11 @@ of an ordinary `python -m experiments.<entry> fit`. Keys are the CLI's dotted se
       space:
         model.init_args.optimizer.init_args.lr: {log_uniform: [1.0e-4, 1.0e-2]}
         data.init_args.batch_size: {choice: [16, 32, 64]}
+
+A `cases` axis is crossed with the grid like a grid key, but each of its values is a labelled
+set of settings applied together (a source -> target pair sets two; a method can bring its own
+learning rate); a setting a case leaves out keeps the base config's value. The trial's grid point
+holds the axis name with the case's label (`pair: Ar2Cl`), its overrides the settings.
 
 Hyperparameter draw `i` is drawn from its own generator seeded by `(hparams.seed, i)`, never
 from the grid point or the trial seed, so every module (and held-out domain, and trial seed)
@@ -49,6 +58,7 @@ SPEC_KEYS = {
     "output_dir",
     "fixed",
     "grid",
+    "cases",
     "seeds",
     "seed_key",
     "hparams",
@@ -121,6 +131,8 @@ class SweepSpec:
     output_dir: Path
     fixed: dict[str, Any]
     grid: dict[str, list[Any]]
+    #: Axis name -> {case label: the settings it sets} (see the module docstring).
+    cases: dict[str, dict[str, dict[str, Any]]]
     seeds: list[int]
     #: Settings the trial seed goes to (the global seed; also the data split for DomainBed).
     seed_keys: list[str]
@@ -154,14 +166,18 @@ class SweepSpec:
 
     def trials(self) -> list[Trial]:
         """Grid x draws x seeds, in a fixed order; each with the hash of its resolved config."""
-        keys = list(self.grid)
-        points = [dict(zip(keys, values, strict=True)) for values in _product(self.grid)]
+        axes = {**self.grid, **{axis: list(cases) for axis, cases in self.cases.items()}}
+        points = [dict(zip(axes, values, strict=True)) for values in _product(axes)]
         config_digest = self.config_digest()
         trials = []
         for point, (draw_index, draw), seed in itertools.product(
             points, enumerate(self.draws()), self.seeds
         ):
-            overrides = {**self.fixed, **point, **draw, **dict.fromkeys(self.seed_keys, seed)}
+            settings = {key: point[key] for key in self.grid}
+            for axis, cases in self.cases.items():
+                settings.update(cases[point[axis]])
+            seeds = dict.fromkeys(self.seed_keys, seed)
+            overrides = {**self.fixed, **settings, **draw, **seeds}
             resolved = {"entry": self.entry, "configs": config_digest, "overrides": overrides}
             digest = hashlib.sha256(canonical_json(resolved).encode()).hexdigest()[:16]
             trials.append(Trial(len(trials), overrides, seed, draw_index, point, draw, digest))
@@ -170,6 +186,10 @@ class SweepSpec:
     def config_digest(self) -> list[list[str]]:
         """[path, sha256 of its text] per base config: editing a base config makes new trials."""
         return [[str(path), hashlib.sha256(path.read_bytes()).hexdigest()] for path in self.configs]
+
+    def case_labels(self, trial: Trial) -> list[str]:
+        """The trial's case label on each `cases` axis, in axis order."""
+        return [str(trial.grid_point[axis]) for axis in self.cases]
 
     def module_of(self, trial: Trial) -> str:
         return str(trial.overrides.get(self.module_key, "?"))
@@ -279,18 +299,28 @@ def load_spec(path: str | Path) -> SweepSpec:
         raise fail("hparams.space", "n_draws > 0 needs at least one distribution to draw from")
     for key, distribution in space.items():
         _check_distribution(distribution, f"hparams.space.{key}", fail)
+    cases = _cases(raw.get("cases") or {}, fail)
     space_keys, grid_keys, fixed_keys = set(space), set(grid), set(fixed)
+    case_keys = {key for axis in cases.values() for case in axis.values() for key in case}
     overlap = sorted(
-        (space_keys & grid_keys) | (space_keys & fixed_keys) | (grid_keys & fixed_keys)
+        (space_keys & grid_keys)
+        | (space_keys & fixed_keys)
+        | (grid_keys & fixed_keys)
+        | (case_keys & (space_keys | grid_keys | fixed_keys))
     )
     if overlap:
-        raise fail(overlap[0], "set in more than one of fixed, grid, hparams.space; keep one")
+        raise fail(
+            overlap[0], "set in more than one of fixed, grid, cases, hparams.space; keep one"
+        )
+    clash = sorted(set(cases) & (grid_keys | case_keys))
+    if clash:
+        raise fail(f"cases.{clash[0]}", "an axis name that is also a setting; rename the axis")
 
     seed_keys = raw.get("seed_key", DEFAULT_SEED_KEY)
     seed_keys = [seed_keys] if isinstance(seed_keys, str) else seed_keys
     if not isinstance(seed_keys, list) or not all(isinstance(k, str) for k in seed_keys or [0]):
         raise fail("seed_key", f"a setting name or a list of them, got {seed_keys!r}")
-    taken = sorted(set(seed_keys) & (space_keys | grid_keys | fixed_keys))
+    taken = sorted(set(seed_keys) & (space_keys | grid_keys | fixed_keys | case_keys))
     if taken:
         raise fail(taken[0], "is a seed_key (set by the trial seed); remove it from fixed/grid")
     module_key = raw.get("module_key", DEFAULT_MODULE_KEY)
@@ -324,6 +354,7 @@ def load_spec(path: str | Path) -> SweepSpec:
         output_dir=output_dir if output_dir.is_absolute() else Path.cwd() / output_dir,
         fixed=fixed,
         grid=grid,
+        cases=cases,
         seeds=seeds,
         seed_keys=seed_keys,
         n_draws=n_draws,
@@ -353,6 +384,32 @@ def _settings(value: Any, where: str, fail) -> dict[str, Any]:
                 "keys are the CLI's dotted setting names without `--`, e.g. trainer.max_epochs",
             )
     return dict(value)
+
+
+def _cases(value: Any, fail) -> dict[str, dict[str, dict[str, Any]]]:
+    """`cases`: {axis: {label: {dotted setting: value}}}, every level non-empty; a setting is
+    set by one axis only (two would race for it)."""
+    if not isinstance(value, dict):
+        raise fail("cases", f"a mapping of axis names to labelled cases, got {value!r}")
+    cases: dict[str, dict[str, dict[str, Any]]] = {}
+    owner: dict[str, str] = {}
+    for axis, labelled in value.items():
+        where = f"cases.{axis}"
+        if not isinstance(axis, str) or not axis.replace("_", "").isalnum():
+            raise fail(where, "an axis name of letters, digits or '_' (e.g. pair, method)")
+        if not isinstance(labelled, dict) or not labelled:
+            raise fail(where, f"a non-empty mapping of case labels to settings, got {labelled!r}")
+        cases[axis] = {}
+        for label, settings in labelled.items():
+            if not isinstance(label, str) or not label:
+                raise fail(f"{where}.{label}", "case labels are non-empty strings (quote them)")
+            if not isinstance(settings, dict) or not settings:
+                raise fail(f"{where}.{label}", "a non-empty mapping of dotted settings to values")
+            cases[axis][label] = _settings(settings, f"{where}.{label}", fail)
+            for key in settings:
+                if owner.setdefault(key, axis) != axis:
+                    raise fail(f"{where}.{label}.{key}", f"also set by cases.{owner[key]}")
+    return cases
 
 
 def _check_distribution(distribution: Any, where: str, fail) -> None:

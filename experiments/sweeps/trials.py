@@ -96,7 +96,8 @@ def trial_tags(spec: SweepSpec, trial: Trial, parent_run_id: str) -> dict[str, s
 
 def trial_run_name(spec: SweepSpec, trial: Trial) -> str:
     held_out = "+".join(spec.held_out_of(trial))
-    parts = [spec.module_of(trial), f"out-{held_out}" if held_out else "", f"s{trial.seed}"]
+    parts = [spec.module_of(trial), *spec.case_labels(trial)]
+    parts += [f"out-{held_out}" if held_out else "", f"s{trial.seed}"]
     if spec.n_draws:
         parts.append(f"h{trial.draw}")
     return "-".join(p for p in parts if p)

@@ -14,6 +14,7 @@ from typing import Any
 
 from lightning_modules.methods.arm import ARM
 from lightning_modules.methods.base import MethodHost, MethodOutput, TrainingBatch, TrainingMethod
+from lightning_modules.methods.cdan import CDAN
 from lightning_modules.methods.cdann import CDANN
 from lightning_modules.methods.coral import CORAL
 from lightning_modules.methods.dann import DANN
@@ -24,6 +25,7 @@ from lightning_modules.methods.erm import ERM
 from lightning_modules.methods.fish import Fish
 from lightning_modules.methods.groupdro import GroupDRO
 from lightning_modules.methods.irm import IRM
+from lightning_modules.methods.mcc import MCC
 from lightning_modules.methods.mixstyle import MixStyle
 from lightning_modules.methods.mixup import Mixup
 from lightning_modules.methods.mldg import MLDG
@@ -38,6 +40,7 @@ from lightning_modules.options import check_options, format_options
 TRAINING_METHODS: dict[str, type[TrainingMethod]] = {
     "erm": ERM,
     "arm": ARM,
+    "cdan": CDAN,
     "cdann": CDANN,
     "coral": CORAL,
     "dann": DANN,
@@ -47,6 +50,7 @@ TRAINING_METHODS: dict[str, type[TrainingMethod]] = {
     "fish": Fish,
     "groupdro": GroupDRO,
     "irm": IRM,
+    "mcc": MCC,
     "mixstyle": MixStyle,
     "mixup": Mixup,
     "mldg": MLDG,
