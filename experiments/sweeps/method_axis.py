@@ -27,12 +27,15 @@ trial seeds too, so each seed repeats the same 20 configurations (see `spec.py`)
 
 from __future__ import annotations
 
+import inspect
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from experiments.sweeps.distributions import check_distribution, sample
+from lightning_modules.methods import TRAINING_METHODS, check_method_options, method_class
 
 DEFAULT_METHOD_KEY = "model.init_args.method"
 #: The CLI setting the method's options go to (a mapping, `--model.init_args.method_kwargs`).
@@ -76,8 +79,6 @@ class MethodAxis:
         fixed = dict(self.fixed_options.get(method, {}))
         if not self.draw_options or (draw == 0 and self.include_defaults):
             return fixed
-        from lightning_modules.methods import method_class
-
         space = method_class(method).search_space
         drawn = {
             name: sample(distribution, random.Random(f"{self.search_seed}:{draw}:{method}:{name}"))
@@ -131,9 +132,6 @@ def read_method_axis(
                     f"needs the methods in grid or fixed (e.g. `grid: {{{key}: [erm, coral]}}`)",
                 )
         return MethodAxis(key=key)
-
-    from lightning_modules.methods import TRAINING_METHODS, check_method_options
-
     for method in methods:
         if method not in TRAINING_METHODS:
             raise fail(
@@ -175,7 +173,7 @@ def read_method_axis(
         if not hparams.get("n_draws"):
             raise fail("hparams.method_space", "draws nothing without hparams.n_draws >= 1")
         for method in methods:
-            for option, distribution in method_class_space(method).items():
+            for option, distribution in method_class(method).search_space.items():
                 check_distribution(
                     distribution,
                     f"hparams.method_space: {method}'s search_space.{option} "
@@ -185,25 +183,14 @@ def read_method_axis(
     return axis
 
 
-def method_class_space(method: str) -> dict[str, Any]:
-    from lightning_modules.methods import method_class
-
-    return method_class(method).search_space
-
-
 def method_file(method: str) -> str:
     """The file that defines the method, relative to the project (for error messages)."""
-    import inspect
-    from pathlib import Path
-
-    from lightning_modules.methods import method_class
-
-    path = Path(inspect.getfile(method_class(method)))
+    path = Path(inspect.getfile(method_class(method))).resolve()
     return str(path.relative_to(Path(__file__).resolve().parents[2]))
 
 
 def searched_options(axis: MethodAxis) -> bool:
     """Whether any method of the axis has an option left to draw."""
     return axis.draw_options and any(
-        set(method_class_space(m)) - set(axis.fixed_options.get(m, {})) for m in axis.methods
+        set(method_class(m).search_space) - set(axis.fixed_options.get(m, {})) for m in axis.methods
     )
