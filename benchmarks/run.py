@@ -1,6 +1,6 @@
 """Run the benchmarks (`make bench`): all of them, or those named, each writing its results.
 
-    python -m benchmarks.run        # step_time, input_pipeline, demo_epoch, style_shift, data_scale
+    python -m benchmarks.run        # step_time, ..., data_scale, method_step_time
     python -m benchmarks.run --only step_time --repeats 3
     python -m benchmarks.run --quick --results-dir /tmp/bench   # seconds-long smoke run
 
@@ -19,6 +19,7 @@ from benchmarks import (
     data_scale,
     demo_epoch,
     input_pipeline,
+    method_step_time,
     step_time,
     style_shift,
 )
@@ -29,6 +30,7 @@ BENCHMARKS = {
     "demo_epoch": demo_epoch,
     "style_shift": style_shift,
     "data_scale": data_scale,
+    "method_step_time": method_step_time,
 }
 
 # Tiny settings that exercise every code path of each benchmark in seconds (tests, CI).
@@ -46,6 +48,7 @@ QUICK_OVERRIDES = {
     "demo_epoch": {},
     "style_shift": {"repeats": 1, "methods": ["none", "histogram"]},
     "data_scale": {"classes": 4, "train_per_class": 20, "val_per_class": 4, "samples": 600},
+    "method_step_time": {"methods": ["erm", "coral"], "image_size": 32, "repeats": 1, "steps": 2},
 }
 # Command-line arguments of the benchmarks that run `experiments.officehome` on the demo: a
 # quick run trains and validates a couple of batches of a smaller generated set.

@@ -1,21 +1,26 @@
-"""Compare MLflow runs: per-domain accuracy grouped by backbone x module, mean +- std over seeds.
+"""Compare MLflow runs: per-domain accuracy by backbone x module x method, mean +- std over seeds.
 
     python -m experiments.compare --experiment officehome [--tag data=demo]
         [--filter "params.`data.images_per_class` = '40'"] [--tracking-uri URI] [--log-report]
 
 Prints a table and writes `<output-dir>/<experiment>_comparison.{md,csv,png}`. Each run counts
 with its test accuracy (`test/acc/<domain>`) when it has one, else its validation accuracy;
-runs are grouped by their `protocol`, `backbone`, `module` and `module_options` tags, so the
-seeds of one setting give the mean and std, and each module variant (an ablation) is a row of
-its own, labelled `<module>[<options>]` (e.g. `srm[pooling=avg]`). Only finished `fit` runs
-count by default (a `validate`/`test` run re-evaluates a checkpoint that a fit run already
-reports). `--log-report` logs the files as a run tagged `report=true` in the same experiment;
-comparisons skip such runs.
+runs are grouped by their `protocol`, `backbone`, `module`, `module_options`, `method` and
+`method_options` tags, so the seeds of one setting give the mean and std, and each variant (an
+ablation, a training method) is a row of its own, labelled as run names label it:
+`<module>[<options>]` (e.g. `srm[pooling=avg]`), plus `+<method>[<options>]` for a method
+other than ERM (`srm+coral[mmd_gamma=0.5]`; runs from before the method tag ran ERM). Only
+finished `fit` runs count by default (a `validate`/`test` run re-evaluates a checkpoint that a
+fit run already reports). `--log-report` logs the files as a run tagged `report=true` in the
+same experiment; comparisons skip such runs.
 
-Each module is also compared with the baseline (`--baseline`, default `none`) of the same
-protocol and backbone, paired by the runs' `seed` tag: the mean difference of `acc_mean`, its
-95% interval (Student t, or `--interval bootstrap`) and the seeds where it wins; the same
-statistics as a sweep's report (`experiments/sweeps/statistics.py`).
+Each row is also compared with the baseline (`--baseline`, default `none`, with
+`--baseline-method`, default `erm`, both at their default options) of the same protocol and
+backbone, paired by the runs' `seed` tag: the mean difference of `acc_mean`, its 95% interval
+(Student t, or `--interval bootstrap`) and the seeds where it wins; the same statistics as a
+sweep's report (`experiments/sweeps/statistics.py`). Where the runs of a protocol and backbone
+have several methods, module x method tables follow: `acc_mean` per cell (mean ± std over
+seeds), and each cell minus `none + erm`, paired by seed (`experiments/sweeps/matrix.py`).
 """
 
 from __future__ import annotations
@@ -23,77 +28,31 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import statistics
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from experiments.sweeps.report import comparison_cells
-from experiments.sweeps.statistics import PairedComparison, paired_comparison
-from lightning_modules.callbacks.artifacts import NUM_PARAMETERS_KEY
-from lightning_modules.callbacks.charts import accuracy_bar_chart
-from lightning_modules.names import (
-    ACC_HELD_OUT_MEAN,
-    ACC_MEAN,
-    ACC_WORST,
-    STYLE_ROBUSTNESS,
-    TEST,
-    VAL,
-    domain_metric_prefix,
-    metric_key,
+from experiments.compare_groups import (
+    GROUP_TAGS,
+    METHOD_OPTIONS_TAG,
+    METHOD_TAG,
+    OPTIONS_TAG,
+    PLAIN_METHOD,
+    SUMMARY_COLUMNS,
+    Group,
+    group_runs,
+    module_method_tables,
+    paired_against_baseline,
 )
+from experiments.sweeps.report import comparison_cells
+from experiments.sweeps.statistics import PairedComparison
+from lightning_modules.callbacks.charts import accuracy_bar_chart
+from lightning_modules.names import ACC_MEAN
 from lightning_modules.tables import markdown_table
 from lightning_modules.tracking import tracking_client
 
 REPORT_TAG = "report"
-GROUP_TAGS = ("protocol", "backbone", "module")
-# A module variant's options (`key=value,...`), empty for the defaults; runs logged before the
-# tag existed ran the defaults.
-OPTIONS_TAG = "module_options"
-# Columns after the domains: (label, metric name after `<stage>/`).
-SUMMARY_COLUMNS = (
-    ("mean", ACC_MEAN),
-    ("worst", ACC_WORST),
-    ("held-out mean", ACC_HELD_OUT_MEAN),
-    ("style robustness", STYLE_ROBUSTNESS),
-)
-
-
-@dataclass
-class Group:
-    """The runs of one protocol x backbone x module x options setting; values per column, one
-    per run."""
-
-    key: tuple[str, ...]
-    #: The module's `module_options` tag ('' for its defaults).
-    options: str = ""
-    values: dict[str, list[float]] = field(default_factory=dict)
-    parameters: set[int] = field(default_factory=set)
-    stages: set[str] = field(default_factory=set)
-    run_ids: list[str] = field(default_factory=list)
-    #: column -> {seed tag: value}: what the paired comparison matches runs by.
-    by_seed: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    @property
-    def module_label(self) -> str:
-        """`srm`, or `srm[pooling=avg]` for a variant."""
-        module = self.key[2]
-        return f"{module}[{self.options}]" if self.options else module
-
-    @property
-    def label(self) -> str:
-        return f"{self.key[1]} {self.module_label}"
-
-    def mean(self, column: str) -> float:
-        values = [v for v in self.values.get(column, []) if not math.isnan(v)]
-        return statistics.fmean(values) if values else math.nan
-
-    def std(self, column: str) -> float:
-        """Sample std over the runs (seeds); NaN with fewer than two."""
-        values = [v for v in self.values.get(column, []) if not math.isnan(v)]
-        return statistics.stdev(values) if len(values) >= 2 else math.nan
 
 
 def search_runs(
@@ -122,47 +81,6 @@ def search_runs(
             break
     # Filtered here rather than in the query: MLflow's filter drops runs without the tag.
     return [run for run in runs if run.data.tags.get(REPORT_TAG) != "true"]
-
-
-def evaluation_stage(metrics: dict[str, float]) -> str | None:
-    """`test` when the run was tested, else `val`; None for runs with no accuracy at all."""
-    for stage in (TEST, VAL):
-        if any(key.startswith(domain_metric_prefix(stage)) for key in metrics):
-            return stage
-    return None
-
-
-def group_runs(runs: list[Run]) -> tuple[list[str], list[Group]]:
-    """Domains (sanitised metric names, sorted) and the groups, sorted by their key."""
-    groups: dict[tuple[tuple[str, ...], str], Group] = {}
-    domains: set[str] = set()
-    for run in runs:
-        metrics = run.data.metrics
-        stage = evaluation_stage(metrics)
-        if stage is None:
-            continue
-        key = tuple(run.data.tags.get(tag, "?") for tag in GROUP_TAGS)
-        options = run.data.tags.get(OPTIONS_TAG, "")
-        group = groups.setdefault((key, options), Group(key, options))
-        group.run_ids.append(run.info.run_id)
-        group.stages.add(stage)
-        prefix = domain_metric_prefix(stage)
-        for name, value in metrics.items():
-            if name.startswith(prefix):
-                domain = name.removeprefix(prefix)
-                domains.add(domain)
-                group.values.setdefault(domain, []).append(value)
-        for _label, metric in SUMMARY_COLUMNS:
-            value = metrics.get(metric_key(stage, metric))
-            if value is not None:
-                group.values.setdefault(metric, []).append(value)
-                seed = run.data.tags.get("seed")
-                if seed is not None:
-                    group.by_seed.setdefault(metric, {})[seed] = value
-        count = run.data.params.get(NUM_PARAMETERS_KEY) or metrics.get(NUM_PARAMETERS_KEY)
-        if count is not None:
-            group.parameters.add(int(float(count)))
-    return sorted(domains), [groups[key] for key in sorted(groups)]
 
 
 def table_rows(domains: list[str], groups: list[Group]) -> tuple[list[str], list[list[str]]]:
@@ -209,6 +127,8 @@ def write_csv(path: Path, domains: list[str], groups: list[Group]) -> None:
             [
                 *GROUP_TAGS,
                 OPTIONS_TAG,
+                METHOD_TAG,
+                METHOD_OPTIONS_TAG,
                 *(f"{c}_{s}" for c in columns for s in ("mean", "std")),
                 *("num_parameters", "runs", "evaluated_on", "run_ids"),
             ]
@@ -224,6 +144,8 @@ def write_csv(path: Path, domains: list[str], groups: list[Group]) -> None:
                 [
                     *group.key,
                     group.options,
+                    group.method,
+                    group.method_options,
                     *numbers,
                     *(parameters, len(group.run_ids), "+".join(sorted(group.stages))),
                     " ".join(group.run_ids),
@@ -251,28 +173,6 @@ def comparison_chart(domains: list[str], groups: list[Group], title: str):
     return figure
 
 
-def paired_against_baseline(
-    groups: list[Group], baseline: str = "none", method: str = "t"
-) -> list[tuple[Group, PairedComparison]]:
-    """Each group against the baseline module (default options) of its protocol and backbone,
-    on `acc_mean`, paired by seed."""
-    references = {g.key[:2]: g for g in groups if g.key[2] == baseline and not g.options}
-    pairs = []
-    for group in groups:
-        reference = references.get(group.key[:2])
-        if reference is None or reference is group:
-            continue
-        comparison = paired_comparison(
-            group.module_label,
-            group.by_seed.get(ACC_MEAN, {}),
-            baseline,
-            reference.by_seed.get(ACC_MEAN, {}),
-            method,
-        )
-        pairs.append((group, comparison))
-    return pairs
-
-
 def paired_table(pairs: list[tuple[Group, PairedComparison]]) -> tuple[list[str], list[list[str]]]:
     header, rows = comparison_cells([c for _, c in pairs], "mean")
     header = ["protocol", "backbone", *header]
@@ -286,6 +186,7 @@ def write_report(
     output_dir: Path,
     baseline: str = "none",
     interval: str = "t",
+    baseline_method: str = PLAIN_METHOD,
 ) -> dict[str, Path]:
     """Writes the Markdown, CSV and PNG files; returns them by kind. Prints the table."""
     domains, groups = group_runs(runs)
@@ -293,15 +194,30 @@ def write_report(
         raise SystemExit(f"no run of experiment {experiment!r} has logged accuracy per domain")
     header, rows = table_rows(domains, groups)
     print(terminal_table(header, rows))
-    pairs = paired_against_baseline(groups, baseline, interval)
+    pairs = paired_against_baseline(groups, baseline, interval, baseline_method)
+    label = baseline if baseline_method == PLAIN_METHOD else f"{baseline}+{baseline_method}"
     paired = ""
     if pairs:
         paired_header, paired_rows = paired_table(pairs)
-        print(f"\nPaired against {baseline} ({ACC_MEAN}, runs matched by seed, 95% interval):")
+        print(f"\nPaired against {label} ({ACC_MEAN}, runs matched by seed, 95% interval):")
         print(terminal_table(paired_header, paired_rows))
         paired = (
-            f"\n## Paired against `{baseline}` (mean accuracy, runs matched by their seed, "
+            f"\n## Paired against `{label}` (mean accuracy, runs matched by their seed, "
             f"95% interval)\n\n{markdown_table(paired_header, paired_rows)}\n"
+        )
+    for (protocol, backbone), accuracy, differences in module_method_tables(
+        groups, baseline, baseline_method, interval
+    ):
+        where = f"{protocol}, {backbone}"
+        cell = f"{baseline} + {baseline_method}"
+        print(f"\nModule x method, {where}: {ACC_MEAN} (mean ± std over seeds):")
+        print(terminal_table(*accuracy))
+        print(f"Each cell minus {cell} (points, 95% interval, wins/pairs by seed):")
+        print(terminal_table(*differences))
+        paired += (
+            f"\n## Module x method, {where}: mean accuracy (± std over seeds)\n\n"
+            f"{markdown_table(*accuracy)}\n\n### Each cell minus `{cell}` (points; 95% "
+            f"interval; wins/pairs, runs matched by seed)\n\n{markdown_table(*differences)}\n"
         )
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {kind: output_dir / f"{experiment}_comparison.{kind}" for kind in ("md", "csv", "png")}
@@ -361,6 +277,9 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--log-report", action="store_true", help="log the files as a report run")
     parser.add_argument("--baseline", default="none", help="module the others are paired with")
     parser.add_argument(
+        "--baseline-method", default=PLAIN_METHOD, help="the baseline's training method"
+    )
+    parser.add_argument(
         "--interval", choices=["t", "bootstrap"], default="t", help="paired 95%% interval"
     )
     args = parser.parse_args(argv)
@@ -369,7 +288,13 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     filter_string = " and ".join(f for f in (args.filter, tag_filter(args.tag)) if f)
     runs = search_runs(client, args.experiment, filter_string, args.stage)
     paths = write_report(
-        client, args.experiment, runs, args.output_dir, args.baseline, args.interval
+        client,
+        args.experiment,
+        runs,
+        args.output_dir,
+        args.baseline,
+        args.interval,
+        args.baseline_method,
     )
     print("\nWrote " + ", ".join(str(p) for p in paths.values()))
     if args.log_report:

@@ -8,7 +8,9 @@
   elapsed time and an estimate of the time left.
 - `status`: done / running / interrupted / failed / pending counts (`-v`: one line per trial).
 - `collect`: model selection, statistics and the report (printed, written to
-  `<output_dir>/report/`, logged on the parent run, best checkpoints tagged on it).
+  `<output_dir>/report/`, logged on the parent run, best checkpoints tagged on it); its rows are
+  the modules, or module + method (`srm+coral`) in a sweep with a method axis, each paired with
+  the baseline (`none`, with `erm`), and module x method tables where methods vary.
 
 Sweep files: configs/sweeps/*.yaml (format: experiments/sweeps/spec.py).
 """
@@ -33,6 +35,7 @@ from experiments.sweeps.runs import (
 from experiments.sweeps.selection import best_checkpoints, select_all
 from experiments.sweeps.spec import SweepSpec, SweepSpecError, load_spec
 from experiments.sweeps.trials import TRIAL_STATES
+from lightning_modules.names import metric_safe_name
 
 REPORT_ARTIFACTS = "report"
 
@@ -126,7 +129,6 @@ def collect(spec: SweepSpec, args: argparse.Namespace) -> str:
     if not finished:
         raise SystemExit(f"sweep {spec.name!r}: no finished trial yet (see `status`)")
     selections = select_all(records)
-    modules = [str(m) for m in spec.grid.get(spec.module_key, [spec.fixed.get(spec.module_key)])]
     counts = state_counts(records)
     note = (
         f"{len(finished)} of {len(records)} trials finished"
@@ -138,8 +140,8 @@ def collect(spec: SweepSpec, args: argparse.Namespace) -> str:
         records,
         selections,
         output_dir,
-        spec.baseline,
-        modules,
+        spec.baseline_variant,
+        spec.variants(),
         f"Sweep {spec.name}",
         note,
         interval=args.interval,
@@ -149,7 +151,9 @@ def collect(spec: SweepSpec, args: argparse.Namespace) -> str:
         client.log_artifact(parent_id, str(path), REPORT_ARTIFACTS)
     client.set_tag(parent_id, "mlflow.note.content", report)
     for pick in best_checkpoints(selections):
-        key = ".".join(p for p in (pick.method, pick.module, pick.held_out.replace(" ", "_")) if p)
+        # MLflow tag keys take letters, digits, `_-./ ` only (`srm+coral` -> `srm_coral`).
+        parts = (pick.method, metric_safe_name(pick.module), pick.held_out.replace(" ", "_"))
+        key = ".".join(p for p in parts if p)
         client.set_tag(parent_id, f"best_checkpoint.{key}", pick.checkpoint or "(not kept)")
         client.set_tag(parent_id, f"best_epoch.{key}", str(pick.epoch))
         client.set_tag(parent_id, f"best_run.{key}", pick.run_id)

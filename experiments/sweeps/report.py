@@ -20,9 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from matplotlib import colormaps
-from matplotlib.figure import Figure
-
+from experiments.sweeps.figures import accuracy_chart, learning_curves
+from experiments.sweeps.matrix import matrix_tables
 from experiments.sweeps.selection import (
     ORACLE_METHODS,
     SELECTION_METHODS,
@@ -30,13 +29,11 @@ from experiments.sweeps.selection import (
     TrialRecord,
 )
 from experiments.sweeps.statistics import MeanSE, PairedComparison, mean_se, paired_comparison
-from lightning_modules.callbacks.charts import accuracy_bar_chart
 from lightning_modules.names import (
     ACC_HELD_OUT_MEAN,
     ACC_MEAN,
     ACC_WORST,
     TEST,
-    VAL,
     domain_metric_prefix,
     metric_key,
     stage_prefix,
@@ -224,81 +221,34 @@ def comparison_cells(comparisons: list[PairedComparison], summary: str):
     return header, rows
 
 
-def accuracy_chart(table: AccuracyTable, order: Sequence[str], title: str) -> Figure:
-    """Bars per column (domain or held-out set) and module; error bars: SE over seeds."""
-    modules = table.modules(order)
-    shown = [c for c in table.columns if c != "worst"]
-    figure = accuracy_bar_chart(
-        [c.replace("_", " ") for c in shown],
-        {m: [table.stat(m, c).mean for c in shown] for m in modules},
-        errors={m: [table.stat(m, c).se for c in shown] for m in modules},
-        title=title,
-    )
-    # The summary (last bar group) is not one more domain: set it apart.
-    figure.axes[0].axvline(len(shown) - 1.5, color="grey", linestyle=":", linewidth=1)
-    return figure
-
-
-def learning_curves(records: list[TrialRecord], order: Sequence[str]) -> Figure:
-    """Validation accuracy per epoch, one line per module (mean over seeds and draws, band =
-    SE), one panel per held-out set: the trained domains' mean, and the held-out mean."""
-    panels = sorted({r.held_out_label for r in records if r.state == "done"})
-    trained, held_out = metric_key(VAL, ACC_MEAN), metric_key(VAL, ACC_HELD_OUT_MEAN)
-    metrics = [(trained, f"trained domains ({trained})")]
-    if any(panels):
-        metrics.append((held_out, f"held-out ({held_out})"))
-    figure = Figure(figsize=(4.2 * len(panels), 3.2 * len(metrics) + 0.4), dpi=110)
-    grid = figure.subplots(len(metrics), len(panels), squeeze=False)
-    rank = {m: i for i, m in enumerate(order)}
-    modules = sorted({r.module for r in records}, key=lambda m: (rank.get(m, len(rank)), m))
-    palette = colormaps["tab10"]
-    colors = {module: palette(index % 10) for index, module in enumerate(modules)}
-    for column, panel in enumerate(panels):
-        for row, (metric, label) in enumerate(metrics):
-            axes = grid[row][column]
-            if metric == held_out and not panel:
-                axes.set_visible(False)
-                continue
-            for module in modules:
-                mine = [
-                    r
-                    for r in records
-                    if r.module == module and r.held_out_label == panel and r.state == "done"
-                ]
-                epochs = sorted({e for r in mine for e in r.history.get(metric, {})})
-                if not epochs:
-                    continue
-                stats = [mean_se([r.value(metric, e) for r in mine]) for e in epochs]
-                means = [100 * s.mean for s in stats]
-                ses = [0.0 if math.isnan(s.se) else 100 * s.se for s in stats]
-                xs = [e + 1 for e in epochs]
-                axes.plot(xs, means, label=module, color=colors[module], linewidth=1.4)
-                axes.fill_between(
-                    xs,
-                    [m - s for m, s in zip(means, ses, strict=True)],
-                    [m + s for m, s in zip(means, ses, strict=True)],
-                    color=colors[module],
-                    alpha=0.2,
-                    linewidth=0,
-                )
-            axes.set_title(
-                f"{'held out: ' + panel if panel else 'all domains'}: {label}", fontsize=8
-            )
-            axes.set_xlabel("epoch")
-            axes.set_ylabel("accuracy (%)")
-            axes.grid(alpha=0.3)
-    grid[0][0].legend(fontsize=8)
-    figure.tight_layout()
-    return figure
+def module_method_tables(
+    table: AccuracyTable,
+    records: list[TrialRecord],
+    baseline: str,
+    order: Sequence[str] = (),
+    interval: str = "t",
+):
+    """The table's summary as module x method tables (accuracy; paired against the baseline
+    cell) and the baseline as `module + method`, or None when the records have no method axis."""
+    axes = {r.module: (r.recalibration, r.training_method) for r in records if r.training_method}
+    if baseline not in axes:
+        return None
+    values = {axes[row]: table.cells[row].get(table.summary, {}) for row in table.cells}
+    ranked = [axes[row] for row in [*order, *table.modules(order)] if row in axes]
+    modules = list(dict.fromkeys(module for module, _ in ranked))
+    methods = list(dict.fromkeys(method for _, method in ranked))
+    tables = matrix_tables(values, modules, methods, axes[baseline], interval)
+    return tables, " + ".join(axes[baseline])
 
 
 def write_trials_csv(path: Path, records: list[TrialRecord]) -> None:
+    """One row per trial; `module` is the report's row (`srm+coral`), `recalibration` and
+    `method` its parts ('' where the sweep sets no method)."""
     with path.open("w", newline="") as stream:
         writer = csv.writer(stream)
         keys = sorted({k for r in records for k in r.metrics if k.startswith(stage_prefix(TEST))})
-        writer.writerow(
-            ["trial_hash", "run_id", "state", "module", "held_out", "seed", "draw", "epochs", *keys]
-        )
+        columns = ["trial_hash", "run_id", "state", "module", "recalibration", "method"]
+        writer.writerow([*columns, "held_out", "seed", "draw", "epochs", *keys])
         for r in records:
             writer.writerow(
                 [
@@ -306,6 +256,8 @@ def write_trials_csv(path: Path, records: list[TrialRecord]) -> None:
                     r.run_id,
                     r.state,
                     r.module,
+                    r.recalibration,
+                    r.training_method,
                     r.held_out_label,
                     r.seed,
                     r.draw,
@@ -380,6 +332,18 @@ def write_report(
                         c.method,
                     ]
                 )
+        matrix = module_method_tables(table, tested, baseline, order, interval)
+        if matrix is not None:
+            ((header, rows), (paired_header, paired_rows)), label = matrix
+            sections += [
+                f"### Module x method: {table.summary}, mean ± SE over trial seeds",
+                markdown_table(header, rows),
+                f"### Module x method: each cell minus `{label}` (points; 95% interval; "
+                "wins/pairs, paired by trial seed and held-out set)",
+                markdown_table(paired_header, paired_rows),
+            ]
+            tex.append(latex(header, rows, f"Module x method, {table.summary}"))
+            tex.append(latex(paired_header, paired_rows, f"Module x method minus {label}"))
     if selections:
         header, rows = selection_table(selections, order)
         sections += [

@@ -152,7 +152,7 @@ def load_records(
         run = runs.get(trial.hash)
         record = TrialRecord(
             hash=trial.hash,
-            module=spec.module_of(trial),
+            module=spec.variant_of(trial),
             held_out=tuple(spec.held_out_of(trial)),
             seed=trial.seed,
             draw=trial.draw,
@@ -160,6 +160,8 @@ def load_records(
             metrics=dict(run.data.metrics) if run else {},
             checkpoint_dir=str(trial_dir(spec.output_dir, trial) / "checkpoints"),
             state=trial_state(run),
+            recalibration=spec.module_of(trial),
+            training_method=spec.method_of(trial),
         )
         if run is not None and with_history and record.state == "done":
             domains = sorted(k for k in run.data.metrics if k.startswith(domain_metric_prefix(VAL)))

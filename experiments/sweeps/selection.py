@@ -50,6 +50,7 @@ class TrialRecord:
     """What selection and statistics read of one finished trial."""
 
     hash: str
+    #: The row it belongs to: the module, or `<module>+<method>` in a sweep with methods.
     module: str
     held_out: tuple[str, ...]
     seed: int
@@ -61,6 +62,10 @@ class TrialRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     checkpoint_dir: str = ""
     state: str = "done"
+    #: The recalibration module and training method apart ('' where the sweep sets none), for
+    #: the module x method tables.
+    recalibration: str = ""
+    training_method: str = ""
 
     @property
     def held_out_label(self) -> str:

@@ -10,6 +10,7 @@ of an ordinary `python -m experiments.<entry> fit`. Keys are the CLI's dotted se
     fixed: {trainer.max_epochs: 12}         # the same for every trial
     grid:                                   # every combination
       model.init_args.recalibration: [none, se, srm, ge]
+      model.init_args.method: [erm, coral]  # optional: the training methods (method_axis.py)
     cases:                                  # more axes, each value settings set together
       pair:
         Ar2Cl: {data.init_args.domains: [Art, Clipart], data.init_args.target_domains: [Clipart]}
@@ -22,6 +23,10 @@ of an ordinary `python -m experiments.<entry> fit`. Keys are the CLI's dotted se
       space:
         model.init_args.optimizer.init_args.lr: {log_uniform: [1.0e-4, 1.0e-2]}
         data.init_args.batch_size: {choice: [16, 32, 64]}
+      method_space: true                    # also each method's options, from its search_space
+    method_kwargs: {coral: {mmd_gamma: 1.0}}  # optional: options fixed per method
+    baseline: none                          # the row every other one is paired with ...
+    baseline_method: erm                    # ... with this method (default erm)
 
 A `cases` axis is crossed with the grid like a grid key, but each of its values is a labelled
 set of settings applied together (a source -> target pair sets two; a method can bring its own
@@ -32,6 +37,10 @@ Hyperparameter draw `i` is drawn from its own generator seeded by `(hparams.seed
 from the grid point or the trial seed, so every module (and held-out domain, and trial seed)
 gets the same draws and the comparison between modules is paired. Draw 0 is the base config's
 own values when `include_defaults` is true (DomainBed's first draw is its default hparams).
+A method's options in draw `i` are drawn the same way, from generators seeded by the search seed,
+`i`, the method and the option (see `method_axis.py`): `none+coral` and `srm+coral` get the same.
+The report's rows are `<module>` or `<module>+<method>`, each paired with `baseline` +
+`baseline_method` over the same trial seeds and held-out sets.
 """
 
 from __future__ import annotations
@@ -39,13 +48,21 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from experiments.sweeps.distributions import check_distribution, sample
+from experiments.sweeps.method_axis import (
+    DEFAULT_BASELINE_METHOD,
+    MethodAxis,
+    read_method_axis,
+    searched_options,
+    variant_label,
+)
 
 #: Top-level keys of a sweep file.
 SPEC_KEYS = {
@@ -63,20 +80,15 @@ SPEC_KEYS = {
     "seed_key",
     "hparams",
     "module_key",
+    "method_key",
+    "method_kwargs",
     "baseline",
+    "baseline_method",
     "held_out_key",
     "resources",
     "max_concurrent_trials",
 }
-HPARAM_KEYS = {"n_draws", "seed", "space", "include_defaults"}
-#: Named distributions of the random search and the arguments each takes.
-DISTRIBUTIONS = {
-    "log_uniform": "[low, high], both > 0: exp(uniform(log low, log high))",
-    "uniform": "[low, high]",
-    "int_uniform": "[low, high], integers, both included",
-    "int_log_uniform": "[low, high], both > 0: int(exp(uniform(log low, log high)))",
-    "choice": "[value, ...], one picked uniformly",
-}
+HPARAM_KEYS = {"n_draws", "seed", "space", "include_defaults", "method_space"}
 DEFAULT_MODULE_KEY = "model.init_args.recalibration"
 DEFAULT_HELD_OUT_KEY = "data.init_args.held_out_domains"
 DEFAULT_SEED_KEY = "seed_everything"
@@ -143,8 +155,12 @@ class SweepSpec:
     module_key: str
     baseline: str
     held_out_key: str
+    #: The training methods as an axis (`method_axis.py`); no methods: the base configs decide.
+    method_axis: MethodAxis
     resources: dict[str, float]
     max_concurrent_trials: int | None
+    #: The method the others are paired with (with `baseline`: `none` + `erm`).
+    baseline_method: str = DEFAULT_BASELINE_METHOD
     description: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -165,21 +181,38 @@ class SweepSpec:
         return draws
 
     def trials(self) -> list[Trial]:
-        """Grid x draws x seeds, in a fixed order; each with the hash of its resolved config."""
+        """Grid x cases x draws x seeds, in a fixed order; each with the hash of its resolved
+        config.
+
+        A draw that repeats an earlier one of the same grid point (ERM, which has no options
+        of its own, with `method_space` and nothing else drawn; two equal `choice` draws) is
+        left out: it would be the same fit, and its hash the same trial."""
         axes = {**self.grid, **{axis: list(cases) for axis, cases in self.cases.items()}}
         points = [dict(zip(axes, values, strict=True)) for values in _product(axes)]
         config_digest = self.config_digest()
-        trials = []
+        trials: list[Trial] = []
+        seen: set[str] = set()
         for point, (draw_index, draw), seed in itertools.product(
             points, enumerate(self.draws()), self.seeds
         ):
             settings = {key: point[key] for key in self.grid}
             for axis, cases in self.cases.items():
                 settings.update(cases[point[axis]])
+            # The method's options of this draw: a function of (search seed, draw, method) only,
+            # so every module (and held-out set, and seed) gets the same ones.
+            method = settings.get(self.method_axis.key, self.fixed.get(self.method_axis.key))
+            if method is not None:
+                options = self.method_axis.overrides(str(method), draw_index)
+                draw = {**draw, **{k: v for k, v in options.items() if v}}
+            else:
+                options = {}
             seeds = dict.fromkeys(self.seed_keys, seed)
-            overrides = {**self.fixed, **settings, **draw, **seeds}
+            overrides = {**self.fixed, **settings, **draw, **options, **seeds}
             resolved = {"entry": self.entry, "configs": config_digest, "overrides": overrides}
             digest = hashlib.sha256(canonical_json(resolved).encode()).hexdigest()[:16]
+            if digest in seen:
+                continue
+            seen.add(digest)
             trials.append(Trial(len(trials), overrides, seed, draw_index, point, draw, digest))
         return trials
 
@@ -194,6 +227,31 @@ class SweepSpec:
     def module_of(self, trial: Trial) -> str:
         return str(trial.overrides.get(self.module_key, "?"))
 
+    def method_of(self, trial: Trial) -> str:
+        """The trial's training method ('' where the sweep leaves it to the base configs)."""
+        return str(trial.overrides.get(self.method_axis.key, ""))
+
+    def variant_of(self, trial: Trial) -> str:
+        """What the report's rows are: `srm`, or `srm+coral` in a sweep with methods."""
+        return variant_label(self.module_of(trial), self.method_of(trial))
+
+    def modules(self) -> list[str]:
+        return [str(m) for m in self.grid.get(self.module_key, [self.fixed.get(self.module_key)])]
+
+    def methods(self) -> list[str]:
+        """The sweep's methods in grid order ([''] without a method axis)."""
+        return self.method_axis.methods or [""]
+
+    def variants(self) -> list[str]:
+        """Every module x method label, methods outer (the report's row order)."""
+        return [variant_label(m, method) for method in self.methods() for m in self.modules()]
+
+    @property
+    def baseline_variant(self) -> str:
+        """`none` (with ERM): the row every other one is paired with."""
+        method = self.baseline_method if self.method_axis.methods else ""
+        return variant_label(self.baseline, method)
+
     def held_out_of(self, trial: Trial) -> list[str]:
         """The trial's held-out domains ([] for the multi-domain protocol)."""
         value = trial.overrides.get(self.held_out_key) or []
@@ -206,21 +264,6 @@ def _product(grid: dict[str, list[Any]]):
 
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def sample(distribution: dict[str, list[Any]], rng: random.Random) -> Any:
-    """One value of a validated distribution `{name: arguments}`."""
-    ((name, arguments),) = distribution.items()
-    if name == "choice":
-        return rng.choice(arguments)
-    low, high = arguments
-    if name == "log_uniform":
-        return float(math.exp(rng.uniform(math.log(low), math.log(high))))
-    if name == "uniform":
-        return float(rng.uniform(low, high))
-    if name == "int_log_uniform":
-        return int(math.exp(rng.uniform(math.log(low), math.log(high))))
-    return int(rng.randint(int(low), int(high)))  # int_uniform
 
 
 def load_spec(path: str | Path) -> SweepSpec:
@@ -295,10 +338,8 @@ def load_spec(path: str | Path) -> SweepSpec:
     if not isinstance(n_draws, int) or n_draws < 0:
         raise fail("hparams.n_draws", f"a count >= 0, got {n_draws!r}")
     space = _settings(hparams.get("space") or {}, "hparams.space", fail)
-    if n_draws and not space:
-        raise fail("hparams.space", "n_draws > 0 needs at least one distribution to draw from")
     for key, distribution in space.items():
-        _check_distribution(distribution, f"hparams.space.{key}", fail)
+        check_distribution(distribution, f"hparams.space.{key}", fail)
     cases = _cases(raw.get("cases") or {}, fail)
     space_keys, grid_keys, fixed_keys = set(space), set(grid), set(fixed)
     case_keys = {key for axis in cases.values() for case in axis.values() for key in case}
@@ -315,6 +356,13 @@ def load_spec(path: str | Path) -> SweepSpec:
     clash = sorted(set(cases) & (grid_keys | case_keys))
     if clash:
         raise fail(f"cases.{clash[0]}", "an axis name that is also a setting; rename the axis")
+    method_axis = read_method_axis(raw, hparams, grid, fixed, space, fail)
+    if n_draws and not space and not searched_options(method_axis):
+        raise fail(
+            "hparams.space",
+            "n_draws > 0 needs at least one distribution to draw from (or "
+            "`method_space: true` with a method that has a search_space)",
+        )
 
     seed_keys = raw.get("seed_key", DEFAULT_SEED_KEY)
     seed_keys = [seed_keys] if isinstance(seed_keys, str) else seed_keys
@@ -332,6 +380,13 @@ def load_spec(path: str | Path) -> SweepSpec:
         )
     modules = [str(m) for m in grid.get(module_key, [fixed.get(module_key)])]
     baseline = str(raw.get("baseline", "none"))
+    baseline_method = str(raw.get("baseline_method", DEFAULT_BASELINE_METHOD))
+    if method_axis.methods and baseline_method not in method_axis.methods:
+        raise fail(
+            "baseline_method",
+            f"{baseline_method!r} is not among the methods {method_axis.methods}; add it to the "
+            "grid or name another with `baseline_method:`",
+        )
     resources = raw.get("resources") or {"cpu": 1}
     if (
         not isinstance(resources, dict)
@@ -366,6 +421,8 @@ def load_spec(path: str | Path) -> SweepSpec:
         held_out_key=str(raw.get("held_out_key", DEFAULT_HELD_OUT_KEY)),
         resources={"cpu": float(resources.get("cpu", 1)), "gpu": float(resources.get("gpu", 0))},
         max_concurrent_trials=max_concurrent,
+        method_axis=method_axis,
+        baseline_method=baseline_method,
         description=str(raw.get("description") or ""),
         raw=raw,
     )
@@ -410,30 +467,3 @@ def _cases(value: Any, fail) -> dict[str, dict[str, dict[str, Any]]]:
                 if owner.setdefault(key, axis) != axis:
                     raise fail(f"{where}.{label}.{key}", f"also set by cases.{owner[key]}")
     return cases
-
-
-def _check_distribution(distribution: Any, where: str, fail) -> None:
-    if not isinstance(distribution, dict) or len(distribution) != 1:
-        raise fail(
-            where,
-            f"one named distribution, e.g. {{log_uniform: [1.0e-4, 1.0e-2]}}; "
-            f"names: {', '.join(DISTRIBUTIONS)}",
-        )
-    ((name, arguments),) = distribution.items()
-    if name not in DISTRIBUTIONS:
-        raise fail(where, f"unknown distribution {name!r}; one of: {', '.join(DISTRIBUTIONS)}")
-    if not isinstance(arguments, list) or not arguments:
-        raise fail(where, f"{name} takes {DISTRIBUTIONS[name]}")
-    if name == "choice":
-        return
-    if len(arguments) != 2 or not all(
-        isinstance(a, int | float) and not isinstance(a, bool) for a in arguments
-    ):
-        raise fail(where, f"{name} takes {DISTRIBUTIONS[name]}, got {arguments!r}")
-    low, high = arguments
-    if not low < high:
-        raise fail(where, f"{name}: low must be below high, got {arguments!r}")
-    if name in ("log_uniform", "int_log_uniform") and low <= 0:
-        raise fail(where, f"{name} needs low > 0, got {arguments!r}")
-    if name == "int_uniform" and not all(float(a).is_integer() for a in arguments):
-        raise fail(where, f"int_uniform takes integer bounds, got {arguments!r}")

@@ -89,6 +89,8 @@ def trial_tags(spec: SweepSpec, trial: Trial, parent_run_id: str) -> dict[str, s
         "sweep.module": spec.module_of(trial),
         "sweep.held_out": "+".join(spec.held_out_of(trial)),
     }
+    if spec.method_of(trial):
+        tags["sweep.method"] = spec.method_of(trial)
     for key, value in {**trial.grid_point, **trial.hparams}.items():
         tags[f"{SETTING_PREFIX}{key}"] = format_value(value)
     return tags
@@ -96,7 +98,7 @@ def trial_tags(spec: SweepSpec, trial: Trial, parent_run_id: str) -> dict[str, s
 
 def trial_run_name(spec: SweepSpec, trial: Trial) -> str:
     held_out = "+".join(spec.held_out_of(trial))
-    parts = [spec.module_of(trial), *spec.case_labels(trial)]
+    parts = [spec.variant_of(trial), *spec.case_labels(trial)]
     parts += [f"out-{held_out}" if held_out else "", f"s{trial.seed}"]
     if spec.n_draws:
         parts.append(f"h{trial.draw}")

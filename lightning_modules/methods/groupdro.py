@@ -24,6 +24,17 @@ In this project q has one entry per trained domain (`trained_domains` order). Do
 hold every training domain; a batch without some domain leaves its q_d as it was (it is still
 part of the normalisation). L_d is `classification_loss` on the domain's samples: with a shared
 head, its cross-entropy is part of L_d.
+
+Under DDP (a process group initialised, e.g. `trainer.strategy: ddp`), q is one global state:
+the update uses each domain's loss over the whole global batch, i.e. the per-rank losses L_d^r
+weighted by the rank's sample count n_d^r and summed over ranks with one all-reduce,
+L_d = sum_r n_d^r L_d^r / sum_r n_d^r (a domain in no rank's batch keeps its q_d). Every rank
+then makes the same update, so q stays equal on all ranks. Without this, each rank would update
+q from its own losses, and since q is a buffer, which DDP broadcasts from rank 0 at every forward,
+every other rank's updates would be overwritten (rank 0's q would follow rank 0's data only). The
+loss each rank minimises is sum_d q_d L_d^r with the global q; DDP's gradient average over ranks
+then makes the step that of sum_d q_d (mean over ranks of L_d^r). Single-process runs are
+unchanged (no all-reduce: L_d is the batch's own).
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
+from torch import Tensor
 
 from lightning_modules.methods.base import MethodHost, MethodOutput, TrainingBatch, TrainingMethod
 from lightning_modules.methods.penalties import per_domain_forward
@@ -86,8 +98,10 @@ class GroupDRO(TrainingMethod):
             positions.append(self.positions[forward.domain])
             logits_seen.append(logits_d)
         with torch.no_grad():
-            for position, loss_d in zip(positions, losses, strict=True):
-                self.q[position] *= torch.exp(self.groupdro_eta * loss_d.detach())
+            counts = [len(forward.labels) for forward in forwards]
+            updated, update = self.global_losses(positions, losses, counts)
+            for position, loss_d in zip(updated, update, strict=True):
+                self.q[position] *= torch.exp(self.groupdro_eta * loss_d)
             self.q /= self.q.sum()
         weights = self.q[positions]  # indexing copies: later in-place updates do not touch it
         loss = torch.dot(torch.stack(losses), weights.to(losses[0].dtype))
@@ -97,3 +111,19 @@ class GroupDRO(TrainingMethod):
             torch.cat([forward.labels for forward in forwards]),
             metrics={"q_max": self.q.max()},
         )
+
+    def global_losses(
+        self, positions: list[int], losses: list[Tensor], counts: list[int]
+    ) -> tuple[list[int], list[Tensor]]:
+        """The (q positions, detached losses) the update of q uses: this batch's own, or under
+        DDP each domain's loss over every rank's samples (count-weighted mean, one all-reduce)."""
+        losses = [loss.detach().float() for loss in losses]
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return positions, losses
+        totals = self.q.new_zeros((2, len(self.q)), dtype=torch.float32)
+        for position, loss, count in zip(positions, losses, counts, strict=True):
+            totals[0, position] = loss * count
+            totals[1, position] = count
+        torch.distributed.all_reduce(totals)  # sums over ranks
+        present = [p for p in range(len(self.q)) if totals[1, p] > 0]
+        return present, [totals[0, p] / totals[1, p] for p in present]

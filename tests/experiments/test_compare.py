@@ -169,3 +169,53 @@ def test_runs_differing_only_in_module_options_are_separate_rows(
         ("srm", ""),
         ("srm", "pooling=avg"),
     ]
+
+
+def test_methods_are_rows_of_their_own_and_module_x_method_tables_pair_by_seed(
+    experiment: MlflowClient, tmp_path: Path
+) -> None:
+    """Runs tagged `method` (and `method_options`) are rows `srm+coral[...]`; a run without the
+    tag ran ERM; module x method tables pair each cell with `none` + `erm` by seed."""
+    experiment_id = experiment.create_experiment("methods")
+    accuracy = {
+        ("none", "erm"): (0.50, 0.60),
+        ("srm", "erm"): (0.55, 0.70),
+        ("none", "coral"): (0.58, 0.61),
+        ("srm", "coral"): (0.60, 0.50),
+    }
+    for (module, method), values in accuracy.items():
+        for seed, value in enumerate(values):
+            # `none` + `erm` of seed 0 is an older run without the method tags.
+            tags = {} if (module, method, seed) == ("none", "erm", 0) else {"method": method}
+            log_run(experiment, experiment_id, module, seed, (value,) * 4, tags=tags)
+    log_run(
+        experiment,
+        experiment_id,
+        "srm",
+        0,
+        (0.9,) * 4,
+        tags={"method": "coral", "method_options": "mmd_gamma=0.5"},
+    )
+    _, groups = compare.group_runs(compare.search_runs(experiment, "methods"))
+    assert [g.module_label for g in groups] == [
+        "none", "none+coral", "srm", "srm+coral", "srm+coral[mmd_gamma=0.5]",
+    ]  # fmt: skip
+    paths = compare.main([*store_args(experiment, tmp_path), "--experiment", "methods"])
+    text = paths["md"].read_text()
+    matrix = text.split("## Module x method, multi_domain, resnet20")[1]
+    assert "| module | erm | coral | coral[mmd_gamma=0.5] |" in matrix
+    accuracy_part, paired_part = matrix.split("Each cell minus `none + erm`")
+    assert "| srm | 62.5 ± 10.6 | 55.0 ± 7.1 | 90.0 |" in accuracy_part
+    # srm+coral - none+erm by seed: 0.60 - 0.50, 0.50 - 0.60: mean 0, one win of two.
+    pairs = zip(accuracy[("srm", "coral")], accuracy[("none", "erm")], strict=True)
+    diffs = [a - b for a, b in pairs]
+    half = 12.706205 * abs(diffs[0] - diffs[1]) / 2**0.5 / 2**0.5  # t_{0.975,1} sd / sqrt(2)
+    assert f"+0.0 [{-100 * half:+.1f}, {100 * half:+.1f}] 1/2" in paired_part
+    assert "| none | (baseline) | +4.5" in paired_part
+    with paths["csv"].open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert [(r["module"], r["method"], r["method_options"]) for r in rows][-1] == (
+        "srm",
+        "coral",
+        "mmd_gamma=0.5",
+    )

@@ -68,3 +68,54 @@ def test_held_out_report_averages_over_held_out_sets_per_seed(tmp_path):
     assert paired.mean_diff == pytest.approx(0.1) and paired.n == 2
     report, _ = write_report(records, select_all(records), tmp_path, "none", ["none", "se"])
     assert "test_domain_oracle (oracle)" in report
+
+
+def test_module_x_method_tables_pair_every_cell_with_none_erm_by_seed(tmp_path):
+    """Rows `<module>+<method>`, and module x method tables whose differences are each cell
+    minus `none` + `erm` on the same seed and held-out set."""
+    accuracy = {
+        ("none", "erm"): [0.60, 0.70, 0.65],
+        ("srm", "erm"): [0.62, 0.74, 0.64],
+        ("none", "coral"): [0.66, 0.71, 0.70],
+        ("srm", "coral"): [0.61, 0.69, 0.60],
+    }
+    records = []
+    for (module, method), values in accuracy.items():
+        label = module if method == "erm" else f"{module}+{method}"
+        for held_out, shift in (("Art", 0.0), ("Clipart", -0.1)):
+            for record in records_for(label, [v + shift for v in values], held_out=[held_out]):
+                record.recalibration, record.training_method = module, method
+                records.append(record)
+    order = ["none", "srm", "none+coral", "srm+coral"]
+    report, paths = write_report(records, select_all(records), tmp_path, "none", order)
+    accuracy_part, paired_part = report.split("each cell minus `none + erm`")[:2]
+    assert "| module | erm | coral |" in accuracy_part
+    # The held-out average per seed is the mean over Art and Clipart: value - 0.05.
+    cells = []
+    for method in ("erm", "coral"):
+        values = [v - 0.05 for v in accuracy[("srm", method)]]
+        mean = sum(values) / 3
+        se = (sum((v - mean) ** 2 for v in values) / 2) ** 0.5 / 3**0.5
+        cells.append(f"{100 * mean:.1f} ± {100 * se:.1f}")
+    assert f"| srm | {cells[0]} | {cells[1]} |" in accuracy_part
+    # Independent paired differences against none + erm, seed by seed.
+    for module, method in (("srm", "erm"), ("none", "coral"), ("srm", "coral")):
+        diffs = [
+            a - b
+            for a, b in zip(accuracy[(module, method)], accuracy[("none", "erm")], strict=True)
+        ]
+        mean_diff = sum(diffs) / len(diffs)
+        sd = (sum((d - mean_diff) ** 2 for d in diffs) / (len(diffs) - 1)) ** 0.5
+        half = 4.302653 * sd / 3**0.5  # t_{0.975, 2}
+        wins = sum(d > 0 for d in diffs)
+        expected = (
+            f"{100 * mean_diff:+.1f} [{100 * (mean_diff - half):+.1f}, "
+            f"{100 * (mean_diff + half):+.1f}] {wins}/3"
+        )
+        assert expected in paired_part, (module, method, expected, paired_part)
+    assert "| none | (baseline) |" in paired_part
+    trials = list(csv.DictReader(paths["trials_csv"].open()))
+    assert {(t["module"], t["recalibration"], t["method"]) for t in trials} >= {
+        ("srm+coral", "srm", "coral"),
+        ("none", "none", "erm"),
+    }

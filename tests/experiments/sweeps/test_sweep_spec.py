@@ -96,6 +96,8 @@ def test_the_shipped_sweeps_are_valid_and_their_trials_parse():
             assert parsed["seed_everything"] == trial.seed
             module = parsed["model"]["init_args"]["recalibration"]
             assert module == spec.module_of(trial), path
+            if spec.method_of(trial):  # a sweep with a method axis
+                assert parsed["model"]["init_args"]["method"] == spec.method_of(trial), path
 
 
 @pytest.mark.parametrize(
