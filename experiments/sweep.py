@@ -9,8 +9,9 @@
 - `status`: done / running / interrupted / failed / pending counts (`-v`: one line per trial).
 - `collect`: model selection, statistics and the report (printed, written to
   `<output_dir>/report/`, logged on the parent run, best checkpoints tagged on it); its rows are
-  the modules, or module + method (`srm+coral`) in a sweep with a method axis, each paired with
-  the baseline (`none`, with `erm`), and module x method tables where methods vary.
+  the modules, or module + method (`srm+coral`) in a sweep with methods (in the grid or set by
+  `cases`), on each set of case labels (`pair: Ar2Cl`), each paired with the baseline (`none`,
+  with `erm`) of the same case labels, and module x method tables where methods vary.
 
 Sweep files: configs/sweeps/*.yaml (format: experiments/sweeps/spec.py).
 """
@@ -32,7 +33,7 @@ from experiments.sweeps.runs import (
     resolve_tracking_uri,
     state_counts,
 )
-from experiments.sweeps.selection import best_checkpoints, select_all
+from experiments.sweeps.selection import Selection, best_checkpoints, case_text, select_all
 from experiments.sweeps.spec import SweepSpec, SweepSpecError, load_spec
 from experiments.sweeps.trials import TRIAL_STATES
 from lightning_modules.names import metric_safe_name
@@ -112,12 +113,22 @@ def status(spec: SweepSpec, args: argparse.Namespace, quiet: bool = False) -> di
     )
     if getattr(args, "verbose", False) and not quiet:
         for r in records:
+            cases = f" {case_text(r.cases)}" if r.cases else ""
             held = f" held out {r.held_out_label}" if r.held_out else ""
             print(
-                f"  {r.hash}  {r.state:<11} {r.module} seed {r.seed} draw {r.draw}{held}  "
+                f"  {r.hash}  {r.state:<11} {r.module}{cases} seed {r.seed} draw {r.draw}{held}  "
                 f"{r.run_id or '-'}"
             )
     return counts
+
+
+def best_tag_key(pick: Selection) -> str:
+    """`<method>.<module>[.<case label>...][.<held-out>]` of a pick's tags on the parent run;
+    MLflow tag keys take letters, digits, `_-./: ` only (`srm+coral` -> `srm_coral`, held out
+    `Art+Clipart` -> `Art_Clipart`)."""
+    labels = [label for _, label in pick.cases]
+    parts = [pick.method, pick.module, *labels, pick.held_out]
+    return ".".join(metric_safe_name(part) for part in parts if part)
 
 
 def collect(spec: SweepSpec, args: argparse.Namespace) -> str:
@@ -136,12 +147,14 @@ def collect(spec: SweepSpec, args: argparse.Namespace) -> str:
         + f"; MLflow experiment `{spec.experiment}`, parent run `{parent_id}`. Accuracy in %."
     )
     output_dir = Path(spec.output_dir) / "report"
+    # The sweep's modules x methods, then rows only the records name (methods set by cases).
+    order = list(dict.fromkeys([*spec.variants(), *(r.module for r in records)]))
     report, paths = write_report(
         records,
         selections,
         output_dir,
         spec.baseline_variant,
-        spec.variants(),
+        order,
         f"Sweep {spec.name}",
         note,
         interval=args.interval,
@@ -151,10 +164,9 @@ def collect(spec: SweepSpec, args: argparse.Namespace) -> str:
         client.log_artifact(parent_id, str(path), REPORT_ARTIFACTS)
     client.set_tag(parent_id, "mlflow.note.content", report)
     for pick in best_checkpoints(selections):
-        # MLflow tag keys take letters, digits, `_-./ ` only (`srm+coral` -> `srm_coral`).
-        parts = (pick.method, metric_safe_name(pick.module), pick.held_out.replace(" ", "_"))
-        key = ".".join(p for p in parts if p)
+        key = best_tag_key(pick)
         client.set_tag(parent_id, f"best_checkpoint.{key}", pick.checkpoint or "(not kept)")
+        client.set_tag(parent_id, f"best_step.{key}", str(pick.step))
         client.set_tag(parent_id, f"best_epoch.{key}", str(pick.epoch))
         client.set_tag(parent_id, f"best_run.{key}", pick.run_id)
     print("Wrote " + ", ".join(str(p) for p in paths.values()))

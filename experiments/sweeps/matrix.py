@@ -3,7 +3,9 @@
 Two tables from the same values: the accuracy of each cell (mean with its spread over the
 seeds), and each cell minus the baseline cell (`none` + `erm`), paired by key (trial seed, and
 held-out set in a sweep): the mean difference, its 95% interval and the pairs it wins. A sweep's
-report (`report.py`) and `experiments.compare` both build them here.
+report (`report.py`) and `experiments.compare` both build them here. In a sweep with `cases`
+(`case_matrix_tables`), a row is a module on one set of case labels (a column per case axis),
+and each cell is paired with the baseline cell of the same labels.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from experiments.sweeps.statistics import PairedComparison, mean_se, paired_comp
 
 Cell = tuple[str, str]
 Table = tuple[list[str], list[list[str]]]
+#: (axis, label) of each case axis (`selection.Cases`).
+Cases = tuple[tuple[str, str], ...]
 
 
 def format_mean_se(values: Sequence[float]) -> str:
@@ -92,6 +96,42 @@ def matrix_tables(
             else:
                 row.append("-")
         paired.append(row)
+    return (header, accuracy), (header, paired)
+
+
+def case_matrix_tables(
+    values: Mapping[tuple[Cases, Cell], Mapping[object, float]],
+    cells: Sequence[Cell],
+    baseline: Cell,
+    case_axes: Sequence[str],
+    interval: str = "t",
+) -> tuple[Table, Table]:
+    """`matrix_tables` for each set of case labels (in the order of `values`), stacked: rows
+    `module`, a column per case axis, then the methods; every cell is paired with `baseline`
+    on the same labels.
+
+    Args:
+        values: (case labels, (module, method)) -> {pairing key: accuracy as a fraction}.
+        cells: The (module, method) cells in the report's row order.
+        baseline: The (module, method) cell the others are paired with.
+        case_axes: The case axes' names (the columns after `module`).
+        interval: `t` or `bootstrap`.
+    """
+    modules = list(dict.fromkeys(module for module, _ in cells))
+    methods = _ordered(
+        list(dict.fromkeys(method for _, method in cells)), (m for _, (_, m) in values)
+    )
+    header = ["module", *case_axes, *methods]
+    accuracy, paired = [], []
+    for cases in dict.fromkeys(cases for cases, _ in values):
+        mine = {cell: v for (labels, cell), v in values.items() if labels == cases}
+        tables = matrix_tables(mine, modules, methods, baseline, interval)
+        for (part_header, part_rows), out in zip(tables, (accuracy, paired), strict=True):
+            for row in part_rows:
+                # A method absent from these labels is absent from the part's header too.
+                by_method = dict(zip(part_header[1:], row[1:], strict=True))
+                labels = [label for _, label in cases]
+                out.append([row[0], *labels, *(by_method.get(m, "-") for m in methods)])
     return (header, accuracy), (header, paired)
 
 

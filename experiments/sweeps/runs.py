@@ -6,15 +6,17 @@ in the trials' checkpoint folders, so `status`, `collect` and a second `run` nee
 
 from __future__ import annotations
 
+import bisect
 import os
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from experiments.sweeps.selection import TrialRecord
-from experiments.sweeps.spec import SweepSpec
+from experiments.sweeps.spec import SweepSpec, Trial, canonical_json
 from experiments.sweeps.trials import (
     ROLE_TAG,
     SWEEP_TAG,
@@ -36,8 +38,10 @@ from lightning_modules.tracking import default_tracking_uri, tracking_client
 #: training-runs view instead of the GenAI overview.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
-#: Per-epoch metrics read for selection and learning curves (plus `val/acc/<domain>`).
+#: Validation metrics read for selection and learning curves (plus `val/acc/<domain>`).
 HISTORY_METRICS = (MONITOR, metric_key(VAL, ACC_HELD_OUT_MEAN))
+#: The adaptation targets (unlabelled in training, evaluated with labels: held out to the report).
+TARGET_DOMAINS_KEY = "data.init_args.target_domains"
 
 
 def absolute_tracking_uri(uri: str) -> str:
@@ -121,21 +125,51 @@ def open_existing(spec: SweepSpec, tracking_uri: str) -> tuple[MlflowClient, str
 
 
 def metric_history(client: MlflowClient, run: Run, metric: str) -> dict[int, float]:
-    """{epoch: value} of a per-epoch metric; the epoch of each point is that of Lightning's
-    `epoch` metric at the same step (the last point of an epoch wins)."""
-    epochs = {m.step: int(m.value) for m in client.get_metric_history(run.info.run_id, EPOCH)}
+    """{global step: value} of a validation metric: each validation is its own point, however
+    many an epoch holds (the later of two points at one step: a process that started over)."""
     history: dict[int, float] = {}
     for point in sorted(
         client.get_metric_history(run.info.run_id, metric), key=lambda m: (m.step, m.timestamp)
     ):
-        epoch = epochs.get(point.step)
-        if epoch is None:  # no `epoch` point at this step: the latest one before it
-            earlier = [s for s in epochs if s <= point.step]
-            if not earlier:
-                continue
-            epoch = epochs[max(earlier)]
-        history[epoch] = point.value
+        history[point.step] = point.value
     return history
+
+
+def validation_epochs(client: MlflowClient, run: Run, steps: Iterable[int]) -> dict[int, int]:
+    """{step: epoch} for the given steps: Lightning's `epoch` metric at the same step, else its
+    latest point before it (steps before any `epoch` point are left out)."""
+    epochs = {m.step: int(m.value) for m in client.get_metric_history(run.info.run_id, EPOCH)}
+    ordered = sorted(epochs)
+    found = {}
+    for step in steps:
+        index = bisect.bisect_right(ordered, step)
+        if index:
+            found[step] = epochs[ordered[index - 1]]
+    return found
+
+
+def case_axes(spec: SweepSpec) -> list[str]:
+    """The `cases` axes whose labels the report's rows must keep apart: every axis but those
+    that only name the row, i.e. whose every case sets the method (or the module) and no two
+    cases the same one (`method: {erm: ..., mcc: ...}`: the row `srm+mcc` says the label).
+    So `srm+mcc` on Ar2Cl is paired with `none` on Ar2Cl, not with the other pairs."""
+    row_keys = (spec.module_key, spec.method_axis.key)
+    axes = []
+    for axis, cases in spec.cases.items():
+        rows = [canonical_json([settings.get(k) for k in row_keys]) for settings in cases.values()]
+        names_row = all(any(k in settings for k in row_keys) for settings in cases.values())
+        if not (names_row and len(set(rows)) == len(rows)):
+            axes.append(axis)
+    return axes
+
+
+def evaluated_only(spec: SweepSpec, trial: Trial) -> list[str]:
+    """The trial's domains without labelled training data: held out, then adaptation targets
+    (`val/acc_held_out_mean` averages over both)."""
+    targets = trial.overrides.get(TARGET_DOMAINS_KEY) or []
+    targets = [str(t) for t in (targets if isinstance(targets, list) else [targets])]
+    held_out = spec.held_out_of(trial)
+    return held_out + [t for t in targets if t not in held_out]
 
 
 def load_records(
@@ -147,13 +181,14 @@ def load_records(
 ) -> list[TrialRecord]:
     """One record per trial of the sweep file (pending ones too), with histories if asked."""
     runs = find_trial_runs(client, experiment_id, spec.name, parent_run_id)
+    axes = case_axes(spec)
     records = []
     for trial in spec.trials():
         run = runs.get(trial.hash)
         record = TrialRecord(
             hash=trial.hash,
             module=spec.variant_of(trial),
-            held_out=tuple(spec.held_out_of(trial)),
+            held_out=tuple(evaluated_only(spec, trial)),
             seed=trial.seed,
             draw=trial.draw,
             run_id=run.info.run_id if run else "",
@@ -162,12 +197,14 @@ def load_records(
             state=trial_state(run),
             recalibration=spec.module_of(trial),
             training_method=spec.method_of(trial),
+            cases=tuple((axis, str(trial.grid_point[axis])) for axis in axes),
         )
         if run is not None and with_history and record.state == "done":
             domains = sorted(k for k in run.data.metrics if k.startswith(domain_metric_prefix(VAL)))
             names = [*HISTORY_METRICS, *domains]
             record.history = {name: metric_history(client, run, name) for name in names}
             record.history = {k: v for k, v in record.history.items() if v}
+            record.validation_epochs = validation_epochs(client, run, record.steps())
         records.append(record)
     return records
 

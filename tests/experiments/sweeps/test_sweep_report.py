@@ -6,6 +6,7 @@ import csv
 
 import pytest
 
+from experiments.sweeps.figures import learning_curves
 from experiments.sweeps.report import accuracy_tables, comparison_rows, write_report
 from experiments.sweeps.selection import TrialRecord, select_all
 
@@ -119,3 +120,38 @@ def test_module_x_method_tables_pair_every_cell_with_none_erm_by_seed(tmp_path):
         ("srm+coral", "srm", "coral"),
         ("none", "none", "erm"),
     }
+
+
+@pytest.mark.parametrize(
+    ("steps", "epochs", "x_label", "xs"),
+    [
+        # One validation per epoch, at steps that differ between runs of other batch sizes.
+        ([9, 19], [0, 1], "epoch", [1, 2]),
+        # Validation every 6 steps across epochs of 10: epoch 1 holds two validations.
+        ([5, 11, 17], [0, 1, 1], "step", [6, 12, 18]),
+    ],
+)
+def test_learning_curves_run_over_epochs_or_over_steps(steps, epochs, x_label, xs):
+    records = []
+    for seed, shift in enumerate((0.0, 0.1)):
+        history = {"val/acc_mean": {s: 0.5 + shift + 0.01 * i for i, s in enumerate(steps)}}
+        records.append(
+            TrialRecord(
+                f"h{seed}",
+                "srm",
+                (),
+                seed,
+                0,
+                f"run{seed}",
+                history,
+                validation_epochs=dict(zip(steps, epochs, strict=True)),
+            )
+        )
+    figure = learning_curves(records, ["srm"])
+    axes = figure.axes[0]
+    assert axes.get_xlabel() == x_label
+    (line,) = axes.get_lines()
+    assert list(line.get_xdata()) == xs
+    # The mean over the two seeds at each validation, in %.
+    expected = [100 * (0.55 + 0.01 * i) for i in range(len(steps))]
+    assert list(line.get_ydata()) == pytest.approx(expected)
