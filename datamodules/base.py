@@ -110,6 +110,7 @@ class MultiDomainDataModule(CueConflictStimuli, pl.LightningDataModule):
         pin_memory: bool = True,
         decode_at_reduced_size: bool = True,
         domain_proportions: dict[str, float] | None = None,
+        batch_size_per_domain: int | None = None,
         on_bad_image: str = "error",
         check_data: bool = False,
         style_shift: StyleShiftConfig | None = None,
@@ -144,6 +145,11 @@ class MultiDomainDataModule(CueConflictStimuli, pl.LightningDataModule):
                 proportions (e.g. `{Art: 1, Clipart: 1, Product: 1, Real World: 1}` for equal
                 shares); null samples uniformly over all training images. Works across DDP
                 ranks: each rank gets a disjoint part of each epoch.
+            batch_size_per_domain: exactly this many images of every trained domain in each
+                training batch (DomainBed's per-domain minibatches, whichever domains are held
+                out): the training batch is this times the number of trained domains, per
+                process, and `batch_size` then only sets the evaluation batch (unless
+                `eval_batch_size` does); null: `batch_size` and `domain_proportions` decide.
             on_bad_image: what an image that cannot be used (any `BadImageError`: empty,
                 truncated, undecodable, decompression bomb, non-UTF-8 name, symlink loop, or a
                 missing listed file) does in every stage: `error` stops the run naming the
@@ -181,6 +187,16 @@ class MultiDomainDataModule(CueConflictStimuli, pl.LightningDataModule):
             )
         if image_size < 16:
             raise ValueError(f"image_size={image_size} is too small; use at least 16 pixels")
+        if batch_size_per_domain is not None:
+            if batch_size_per_domain < 1:
+                raise ValueError(
+                    f"data.batch_size_per_domain={batch_size_per_domain} must be at least 1"
+                )
+            if domain_proportions:
+                raise ValueError(
+                    "data.batch_size_per_domain draws equal shares of the trained domains: set "
+                    "data.domain_proportions or batch_size_per_domain to null"
+                )
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise ValueError(
                 f"data.on_bad_image={on_bad_image!r}; valid choices: {list(BAD_IMAGE_POLICIES)}"
@@ -192,7 +208,8 @@ class MultiDomainDataModule(CueConflictStimuli, pl.LightningDataModule):
         self.image_size = image_size
         self.resize_size = resize_size or round(image_size * 256 / 224)
         self.augmentation = augmentation or AugmentationConfig()
-        self.batch_size = batch_size
+        self._batch_size = batch_size
+        self.batch_size_per_domain = batch_size_per_domain
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.persistent_workers = persistent_workers and num_workers > 0
@@ -290,6 +307,29 @@ class MultiDomainDataModule(CueConflictStimuli, pl.LightningDataModule):
         """Domains with labelled training data (and so a classifier head)."""
         evaluated_only = set(self.held_out_domains) | set(self.target_domains)
         return [name for name in self.domain_names if name not in evaluated_only]
+
+    @property
+    def batch_size(self) -> int:
+        """The training batch per process: `batch_size_per_domain` x the trained domains when
+        that is set, else `batch_size`."""
+        if self.batch_size_per_domain is None:
+            return self._batch_size
+        return self.batch_size_per_domain * len(self.trained_domains)
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        # A batch size set from outside (Lightning's batch-size finder) is the whole batch.
+        self._batch_size = value
+        self.batch_size_per_domain = None
+
+    @property
+    def training_domain_proportions(self) -> dict[str, float] | None:
+        """The trained domains' shares of every training batch (by name), or None to sample
+        uniformly over the training images: `domain_proportions`, or equal shares with
+        `batch_size_per_domain`."""
+        if self.batch_size_per_domain is not None:
+            return dict.fromkeys(self.trained_domains, 1.0)
+        return self.domain_proportions
 
     @property
     def protocol(self) -> str:

@@ -71,6 +71,7 @@ class MultiDomainClassifier(pl.LightningModule):
         class_names: list[str] | None = None,
         image_size: int = 224,
         shared_head: bool = False,
+        domain_heads: bool = True,
         optimizer: OptimizerCallable = sgd_recipe,
         lr_scheduler: LRSchedulerCallable | None = None,
         recalibration_weight_decay: bool = False,
@@ -102,6 +103,8 @@ class MultiDomainClassifier(pl.LightningModule):
             class_names: class names, for reports (linked from the DataModule).
             image_size: training resolution (linked; global-extent Gather-Excite depends on it).
             shared_head: add a head shared by all domains; it also classifies unseen domains.
+            domain_heads: one head per trained domain (the SRM paper's setting); false with
+                `shared_head: true` leaves one classifier for every domain (DomainBed's).
             optimizer: optimizer class_path/init_args (default: SGD 0.1, momentum 0.9, wd 1e-4).
             lr_scheduler: LR scheduler class_path/init_args, stepped every epoch, or after every
                 optimizer step if its class says `interval = "step"` (e.g.
@@ -155,6 +158,7 @@ class MultiDomainClassifier(pl.LightningModule):
             self.domain_names,
             trained_domains=self.trained_domains,
             shared_head=shared_head,
+            domain_heads=domain_heads,
         )
         if new_head_init not in ("mean", "fresh"):
             raise ValueError(f"model.new_head_init={new_head_init!r}; valid choices: mean, fresh")
@@ -249,12 +253,12 @@ class MultiDomainClassifier(pl.LightningModule):
         self, features: torch.Tensor, labels: torch.Tensor, domains: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(cross-entropy, logits) of features through each sample's own head; in training,
-        plus the shared head's cross-entropy when the model has one."""
+        plus the shared head's cross-entropy when it sits beside per-domain heads."""
         smoothing = self.hparams.label_smoothing
         inputs = self.method.head_inputs(self, features, domains)
         logits = self.head(inputs, domains)
         loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
-        if self.head.shared is not None and self.training:
+        if self.head.shared_beside_domain_heads and self.training:
             shared_logits = self.head.shared(inputs)
             loss = loss + F.cross_entropy(shared_logits, labels, label_smoothing=smoothing)
         return loss, logits

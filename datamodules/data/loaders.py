@@ -53,13 +53,14 @@ def domain_balanced_sampler(
 
 def split_sampler(datamodule, split: str, dataset: Dataset):
     """The split's sampler, or None to let the DataLoader (and Lightning, under DDP) decide:
-    domain-balanced for `train` with `domain_proportions`, unpadded for the other splits under
-    DDP (Lightning's default pads the last batch with repeated samples, which per-domain
-    accuracy would count twice)."""
-    if split == "train" and datamodule.domain_proportions:
+    domain-balanced for `train` with `domain_proportions` or `batch_size_per_domain`, unpadded
+    for the other splits under DDP (Lightning's default pads the last batch with repeated
+    samples, which per-domain accuracy would count twice)."""
+    proportions = datamodule.training_domain_proportions if split == "train" else None
+    if proportions:
         return domain_balanced_sampler(
             dataset.samples,
-            datamodule.domain_proportions,
+            proportions,
             datamodule.domain_names,
             datamodule.trained_domains,
             datamodule.batch_size,

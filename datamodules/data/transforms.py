@@ -34,6 +34,9 @@ from torch.utils.data import get_worker_info
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+#: The evaluation transforms by name (`AugmentationConfig.evaluation`).
+EVALUATION_TRANSFORMS = ("center_crop", "resize")
+
 
 @dataclass
 class AugmentationConfig:
@@ -51,9 +54,19 @@ class AugmentationConfig:
         rotate_degrees: maximum absolute rotation; 0 disables rotation.
         rotate_border: how rotation fills the corners: "constant" (black) or "reflect"
             (mirrored image content, which continues a texture without adding edges).
-        color_jitter: strength of brightness/contrast/saturation jitter (hue gets a quarter); 0
-            disables it.
+        color_jitter: strength of brightness/contrast/saturation jitter (factors drawn from
+            [1 - s, 1 + s], in random order); 0 disables it.
         padding: pad_random only: zero pixels added on each side before the crop.
+        hue: hue jitter, a fraction of the hue circle (at most 0.5); default (null) a quarter of
+            `color_jitter`.
+        color_jitter_p: probability that an image is colour-jittered at all.
+        grayscale: probability of turning an image grey (three equal channels, ITU-R 601
+            luma), after the jitter; 0 disables it.
+        evaluation: the evaluation transform: "center_crop" (resize the shorter side to
+            `resize_size`, then a centre crop of `image_size`: ImageNet style) or "resize"
+            (squash to `image_size` x `image_size`, no crop: DomainBed's).
+
+    `domainbed_augmentation()` gives DomainBed's settings.
     """
 
     crop: str = "random_resized"
@@ -65,6 +78,41 @@ class AugmentationConfig:
     rotate_border: str = "constant"
     color_jitter: float = 0.0
     padding: int = 4
+    hue: float | None = None
+    color_jitter_p: float = 0.8
+    grayscale: float = 0.0
+    evaluation: str = "center_crop"
+
+    def __post_init__(self) -> None:
+        if self.evaluation not in EVALUATION_TRANSFORMS:
+            raise ValueError(
+                f"augmentation.evaluation={self.evaluation!r}; valid choices: "
+                f"{list(EVALUATION_TRANSFORMS)}"
+            )
+        probabilities = {"color_jitter_p": self.color_jitter_p, "grayscale": self.grayscale}
+        for name, value in probabilities.items():
+            if not 0 <= value <= 1:
+                raise ValueError(f"augmentation.{name}={value} is a probability: use 0 to 1")
+        if self.hue is not None and not 0 <= self.hue <= 0.5:
+            raise ValueError(f"augmentation.hue={self.hue} must be in [0, 0.5] (null: default)")
+
+
+def domainbed_augmentation() -> AugmentationConfig:
+    """DomainBed's augmentation (Gulrajani & Lopez-Paz, ICLR 2021, arXiv:2007.01434; its
+    `datasets.py`, torchvision there): RandomResizedCrop (scale 0.7-1, aspect 3/4-4/3),
+    horizontal flip (p 0.5), ColorJitter(0.3, 0.3, 0.3, 0.3) on every image, RandomGrayscale
+    (p 0.1); evaluation squashes the image to the square size without cropping."""
+    return AugmentationConfig(
+        crop="random_resized",
+        scale=(0.7, 1.0),
+        ratio=(3 / 4, 4 / 3),
+        horizontal_flip=0.5,
+        color_jitter=0.3,
+        hue=0.3,
+        color_jitter_p=1.0,
+        grayscale=0.1,
+        evaluation="resize",
+    )
 
 
 # OpenCV border modes by name (cv2.BORDER_CONSTANT, cv2.BORDER_REFLECT_101).
@@ -141,11 +189,18 @@ def train_transform(
         steps.append(A.VerticalFlip(p=config.vertical_flip))
     if config.color_jitter > 0:
         strength = config.color_jitter
+        hue = strength / 4 if config.hue is None else config.hue
         steps.append(
             A.ColorJitter(
-                brightness=strength, contrast=strength, saturation=strength, hue=strength / 4, p=0.8
+                brightness=strength,
+                contrast=strength,
+                saturation=strength,
+                hue=hue,
+                p=config.color_jitter_p,
             )
         )
+    if config.grayscale > 0:
+        steps.append(A.ToGray(num_output_channels=3, method="weighted_average", p=config.grayscale))
     return AlbumentationsTransform(A.Compose(steps))
 
 
@@ -197,26 +252,35 @@ class AugmentationSeeder:
             seed_dataset_transform(info.dataset, seed)
 
 
-def eval_transform(image_size: int, resize_size: int | None = None) -> AlbumentationsTransform:
-    """Evaluation pipeline: resize the shorter side, then centre crop (256 -> 224 by default)."""
-    resize_size = resize_size or round(image_size * 256 / 224)
-    return AlbumentationsTransform(
-        A.Compose(
-            [
-                A.SmallestMaxSize(max_size=resize_size),
-                A.CenterCrop(height=image_size, width=image_size),
-            ]
+def eval_transform(
+    image_size: int, resize_size: int | None = None, mode: str = "center_crop"
+) -> AlbumentationsTransform:
+    """Evaluation pipeline: `center_crop` resizes the shorter side to `resize_size`, then crops
+    the centre (256 -> 224 by default); `resize` squashes the image to `image_size` square."""
+    if mode == "resize":
+        steps = [A.Resize(height=image_size, width=image_size)]
+    elif mode == "center_crop":
+        resize_size = resize_size or round(image_size * 256 / 224)
+        steps = [
+            A.SmallestMaxSize(max_size=resize_size),
+            A.CenterCrop(height=image_size, width=image_size),
+        ]
+    else:
+        raise ValueError(
+            f"augmentation.evaluation={mode!r}; valid choices: {list(EVALUATION_TRANSFORMS)}"
         )
-    )
+    return AlbumentationsTransform(A.Compose(steps))
 
 
 def split_transform(
     augment: bool, image_size: int, resize_size: int, augmentation: AugmentationConfig
 ) -> tuple[AlbumentationsTransform, int]:
     """(transform, the smallest image side it needs): the training transform (crops of
-    `image_size`) if `augment`, else the evaluation one (resize to `resize_size`, centre crop)."""
+    `image_size`) if `augment`, else the evaluation one (`augmentation.evaluation`)."""
     if augment:
         return train_transform(image_size, augmentation), image_size
+    if augmentation.evaluation == "resize":
+        return eval_transform(image_size, mode="resize"), image_size
     return eval_transform(image_size, resize_size), resize_size
 
 

@@ -151,3 +151,38 @@ def test_base_module_does_not_branch_on_the_sample_source() -> None:
     conditions += [ast.unparse(node) for node in ast.walk(tree) if isinstance(node, ast.BoolOp)]
     assert conditions  # the walk sees the module's conditions
     assert [c for c in conditions if "shards" in c or "prepared" in c] == []
+
+
+@pytest.mark.parametrize("held_out", ["Art", "Product"])
+def test_batch_size_per_domain_gives_that_many_of_each_trained_domain(
+    small_root: Path, held_out: str
+) -> None:
+    data = OfficeHomeDataModule(
+        root=str(small_root),
+        held_out_domains=[held_out],
+        image_size=16,
+        batch_size=5,
+        batch_size_per_domain=2,
+        num_workers=0,
+    )
+    data.setup("fit")
+    assert data.batch_size == 2 * 3  # three trained domains
+    batches = list(data.train_dataloader())
+    assert len(batches) == len(data.split_samples["train"]) // 6
+    held_out_index = data.domain_names.index(held_out)
+    for _, _, domains in batches:
+        counts = torch.bincount(domains, minlength=4).tolist()
+        assert counts == [0 if i == held_out_index else 2 for i in range(4)]
+    # evaluation batches keep `batch_size`
+    assert next(iter(data.val_dataloader()))[0].shape[0] == 5
+
+
+def test_batch_size_per_domain_refuses_proportions_and_shards(small_root: Path, tmp_path) -> None:
+    with pytest.raises(ValueError, match="batch_size_per_domain draws equal shares"):
+        OfficeHomeDataModule(
+            root=str(small_root), batch_size_per_domain=4, domain_proportions={"Art": 1.0}
+        )
+    with pytest.raises(ValueError, match=r"batch_size_per_domain does not apply to data\.shards"):
+        OfficeHomeDataModule(root=str(small_root), batch_size_per_domain=4, shards=str(tmp_path))
+    with pytest.raises(ValueError, match="batch_size_per_domain=0 must be at least 1"):
+        OfficeHomeDataModule(root=str(small_root), batch_size_per_domain=0)

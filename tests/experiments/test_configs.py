@@ -232,3 +232,55 @@ def test_config_headers_and_readme_name_existing_config_files() -> None:
             if word.startswith("configs/") and word.endswith((".yaml", ".sbatch")) and not pattern:
                 for name in expand_braces(word):  # configs/modules/{se,srm}.yaml names two
                     assert (REPO / name).is_file(), (path, name)
+
+
+def test_domainbed_config_has_domainbeds_settings() -> None:
+    """configs/officehome/domainbed.yaml is DomainBed's published protocol (ERM on Office-Home,
+    commit 7df6f06): see docs/domainbed.md for each value's source."""
+    config = resolved("officehome", CONFIG_DIR / "officehome" / "domainbed.yaml")
+    trainer, model = config["trainer"], config["model"]["init_args"]
+    data = config["data"]["init_args"]
+    assert (trainer["max_steps"], trainer["max_epochs"]) == (5001, None)
+    assert (trainer["val_check_interval"], trainer["check_val_every_n_epoch"]) == (300, None)
+    assert [c["class_path"] for c in trainer["callbacks"]] == [
+        "lightning_modules.callbacks.frozen_batchnorm.FreezeBatchNorm"
+    ]
+    assert config["checkpoint"]["monitor"] == "val/acc_mean"  # training-domain validation
+    assert (model["backbone"], model["recalibration"], model["weights"]) == (
+        "resnet50",
+        "none",
+        "IMAGENET1K_V1",
+    )
+    assert (model["domain_heads"], model["shared_head"], model["method"]) == (False, True, "erm")
+    assert model["optimizer"]["class_path"] == "torch.optim.Adam"
+    assert model["optimizer"]["init_args"]["lr"] == 5e-5
+    assert model["optimizer"]["init_args"]["weight_decay"] == 0.0
+    assert (model["lr_scheduler"], model["backbone_lr_multiplier"]) == (None, 1.0)
+    assert model["label_smoothing"] == 0.0
+    assert (data["batch_size_per_domain"], data["domain_proportions"]) == (32, None)
+    assert (data["val_fraction"], data["test_fraction"], data["image_size"]) == (0.2, 0.0, 224)
+    assert data["held_out_domains"] == ["Art"]
+    augmentation = {k: v for k, v in data["augmentation"].items() if k != "padding"}
+    assert augmentation == {
+        "crop": "random_resized",
+        "scale": [0.7, 1.0],
+        "ratio": [0.75, 4 / 3],
+        "horizontal_flip": 0.5,
+        "vertical_flip": 0.0,
+        "rotate_degrees": 0.0,
+        "rotate_border": "constant",
+        "color_jitter": 0.3,
+        "hue": 0.3,
+        "color_jitter_p": 1.0,
+        "grayscale": 0.1,
+        "evaluation": "resize",
+    }
+    # The demo protocol differs only in scale: data, backbone, steps, cadence and BatchNorm.
+    demo = resolved("officehome", CONFIG_DIR / "officehome" / "domainbed_demo.yaml")
+    demo_model, demo_data = demo["model"]["init_args"], demo["data"]["init_args"]
+    assert demo["data"]["init_args"]["augmentation"] == data["augmentation"]
+    same = ("domain_heads", "shared_head", "optimizer", "lr_scheduler", "backbone_lr_multiplier")
+    assert {k: demo_model[k] for k in same} == {k: model[k] for k in same}
+    assert (demo_model["backbone"], demo_model["weights"]) == ("resnet18", None)
+    assert (demo_data["batch_size_per_domain"], demo_data["val_fraction"]) == (32, 0.2)
+    assert demo["trainer"]["max_steps"] == 100

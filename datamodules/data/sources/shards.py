@@ -39,11 +39,12 @@ class ShardsSource(SampleSource):
 
     def __init__(self, datamodule, uri: str) -> None:
         super().__init__(datamodule)
-        if datamodule.domain_proportions:
-            raise ValueError(
-                "data.domain_proportions does not apply to data.shards (the shards are "
-                "streamed in LitData's shuffled order); set one of them to null"
-            )
+        for setting in ("domain_proportions", "batch_size_per_domain"):
+            if getattr(datamodule, setting):
+                raise ValueError(
+                    f"data.{setting} does not apply to data.shards (the shards are streamed "
+                    "in LitData's shuffled order); set one of them to null"
+                )
         self.uri = uri
         # LitData's stream positions, restored from a checkpoint before the loaders are built.
         self._stream_state: dict = {}
