@@ -26,6 +26,7 @@ from lightning_modules.tracking import (
     resolve_run,
 )
 from lightning_modules.tracking.writer import WRITER_LOCK, release_folder
+from tests.lightning_modules.test_tracking_writer import LOAD
 
 HASH = "a" * 16
 NAME = "resnet20-srm-multi_domain"
@@ -42,12 +43,25 @@ def truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
+@pytest.fixture(scope="module")
+def store_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One store for the module (creating a SQLite store takes seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> dict:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    experiment_id = client.create_experiment("officehome")
-    return {"uri": uri, "client": client, "experiment": experiment_id, "root": tmp_path / "out"}
+def store(store_uri: str, tmp_path: Path, request: pytest.FixtureRequest) -> dict:
+    """An experiment of the test's own in the module's store, and a checkpoint root."""
+    client = MlflowClient(store_uri)
+    name = request.node.name
+    experiment_id = client.create_experiment(name)
+    return {
+        "uri": store_uri,
+        "client": client,
+        "experiment": experiment_id,
+        "name": name,
+        "root": tmp_path / "out",
+    }
 
 
 def add_run(store: dict, start: int, status: str = "RUNNING") -> tuple[str, Path]:
@@ -67,7 +81,7 @@ def last(store: dict):
     return resolve_run(
         "last",
         tracking_uri=store["uri"],
-        experiment_name="officehome",
+        experiment_name=store["name"],
         run_name=NAME,
         config_hash=HASH,
         checkpoint_root=store["root"],
@@ -115,10 +129,8 @@ def test_no_readable_checkpoint_says_so_and_starts_afresh(store) -> None:
     assert "starting a new run" in choice.reason
 
 
-HOLD = """
-import sys, time
-from lightning_modules.tracking.writer import WriterLock
-WriterLock(sys.argv[1]).acquire(sys.argv[2])
+HOLD = LOAD + """
+writer.WriterLock(sys.argv[1]).acquire(sys.argv[2])
 print("held", flush=True)
 time.sleep(60)
 """
@@ -128,10 +140,7 @@ def test_a_run_a_live_process_writes_is_refused_naming_it(store) -> None:
     run_id, folder = add_run(store, 0)
     checkpoint = write_checkpoint(folder / LAST_CHECKPOINT, run_id)
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(folder), run_id],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        [sys.executable, "-c", HOLD, str(folder), run_id], stdout=subprocess.PIPE, text=True
     )
     try:
         assert holder.stdout.readline().strip() == "held"
