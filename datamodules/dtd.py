@@ -17,8 +17,10 @@ from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 from datamodules.base import MultiDomainDataModule
+from datamodules.data.findings import ERROR, Finding
 from datamodules.data.image_lists import ImageListFile, entry_problem, read_image_list
 from datamodules.data.layout import DatasetLayoutError, DomainData, DomainSource
+from datamodules.data.problems import raise_if_errors
 from datamodules.data.splitting import LabelledFiles, stratified_folds
 from datamodules.demo import DTD_NUM_PARTITIONS, DTD_SPLITS, ensure_dtd_demo
 from datamodules.generated import GeneratedData
@@ -48,18 +50,25 @@ def find_dtd_root(root: str | Path) -> Path:
     raise DatasetLayoutError(f"DTD not found: no images/ folder at {looked}. {DTD_HELP}")
 
 
-def _label_line_problem(entry: str, images_dir: Path, class_names: set[str]) -> str | None:
-    """What is wrong with one label-file entry, or None."""
+def _label_line_problem(
+    entry: str, images_dir: Path, class_names: set[str]
+) -> tuple[str, str] | None:
+    """(kind, message) of what is wrong with one label-file entry, or None; the kinds are the
+    data check's (`python -m experiments.check_data`)."""
     problem = entry_problem(entry, images_dir)
     if problem is not None:
-        return f"{problem[1]}; paths must be relative to images/"
+        return problem[0], f"{entry!r}: {problem[1]}; paths must be relative to images/"
     relative = PurePosixPath(entry)
     if len(relative.parts) != 2:
-        return "expected <class>/<file>"
+        return "malformed-list", f"{entry!r}: expected <class>/<file>"
     if relative.parts[0] not in class_names:
-        return f"unknown class {relative.parts[0]!r} (no folder {images_dir / relative.parts[0]})"
+        folder = images_dir / relative.parts[0]
+        return (
+            "unknown-class",
+            f"{entry!r}: unknown class {relative.parts[0]!r} (no folder {folder})",
+        )
     if not (images_dir / entry).is_file():
-        return f"file {images_dir / entry} does not exist"
+        return "missing-file", f"{entry!r}: file {images_dir / entry} does not exist"
     return None
 
 
@@ -67,19 +76,28 @@ def read_label_file(path: Path, images_dir: Path, class_names: set[str]) -> list
     """Relative image paths listed in one label file, checked line by line.
 
     Every line must be `<class>/<file>` inside `images/` (no absolute paths, nothing leaving
-    `images/`), with a known class, an existing file and no repetition; an error names the file
-    and line.
+    `images/`), with a known class, an existing file and no repetition. The whole file is
+    read: `DataProblemsError` names the first bad line (`<file>, line N: ...`) and lists every
+    one as `file:line`, as the data check does.
     """
     if not path.is_file():
         raise DatasetLayoutError(f"DTD label file {path} does not exist. {DTD_HELP}")
     first_line: dict[str, int] = {}
+    findings: list[Finding] = []
     for entry in read_image_list(path, labels="none"):
         problem = _label_line_problem(entry.path, images_dir, class_names)
         if problem is None and entry.path in first_line:
-            problem = f"duplicate of line {first_line[entry.path]}"
+            problem = "duplicate", f"{entry.path!r}: duplicate of line {first_line[entry.path]}"
         if problem is not None:
-            raise DatasetLayoutError(f"{path}, line {entry.line_number}: {entry.path!r}: {problem}")
+            findings.append(Finding(ERROR, *problem, str(path), entry.line_number))
+            continue
         first_line[entry.path] = entry.line_number
+    if findings:
+        first, more = findings[0], len(findings) - 1
+        headline = f"{path}, line {first.line}: {first.message}" + (
+            f" (and {more} more bad lines)" if more else ""
+        )
+        raise_if_errors(findings, headline=headline)
     if not first_line:
         raise DatasetLayoutError(f"DTD label file {path} lists no images")
     return list(first_line)

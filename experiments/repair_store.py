@@ -1,11 +1,13 @@
-"""Repair a SQLite MLflow store left half-migrated: `python -m experiments.repair_store <uri>`.
+"""Repair a SQLite MLflow store: `python -m experiments.repair_store <uri>`.
 
 python -m experiments.repair_store sqlite:///mlflow.db
 
 Two processes that opened a new store at once (before the project locked its creation) could
 leave it half-migrated: every run on it then fails with `table _alembic_tmp_... already exists`.
 This keeps a copy of the file (`<db>.bak-<time>`), then rebuilds a store that holds no runs, or
-drops the left-over tables of one that does and lets MLflow complete the migration
+drops the left-over tables of one that does and lets MLflow complete the migration. A file that
+is no SQLite database at all (`file is not a database`) is moved aside whole as
+`<db>.bak-<time>` and a new, empty store made in its place
 (`lightning_modules.tracking.repair_tracking_store`). Stop the runs using the store first.
 """
 

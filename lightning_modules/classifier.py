@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_modules.callbacks.faults import checkpoint_note
 from lightning_modules.checkpoint_migration import (
     gather_definition_error,
     migrate_checkpoint,
@@ -299,7 +300,7 @@ class MultiDomainClassifier(pl.LightningModule):
             raise FloatingPointError(
                 f"training loss is {loss.item()} at global step {self.global_step} "
                 f"(epoch {self.current_epoch}, batch {batch_idx}); lower the learning rate or "
-                "check the data. The last checkpoint written before this step is kept."
+                f"check the data; {checkpoint_note(self)}"
             )
 
     def _log_training(self, output: MethodOutput) -> None:

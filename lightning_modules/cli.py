@@ -11,7 +11,6 @@ and defaults, building only what they need.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,30 +22,50 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from datamodules.base import MultiDomainDataModule
+from datamodules.data.preflight import require_valid_inputs
 from lightning_modules.callbacks.artifacts import EvaluationArtifacts
 from lightning_modules.callbacks.faults import FiniteStateGuard, GracefulStop
+from lightning_modules.callbacks.resume import ExactResume
 from lightning_modules.callbacks.tracking import (
     BadImagesCallback,
     MLflowRunIdCallback,
     MLflowSaveConfigCallback,
+    RunWriterLock,
 )
 from lightning_modules.classifier import MultiDomainClassifier
 from lightning_modules.names import MONITOR
+from lightning_modules.preflight import (
+    MOVED_CLASS_PATHS,
+    MOVED_SETTINGS,
+    check_ckpt_path,
+    check_moved_class_paths,
+    check_settings,
+    check_writable_outputs,
+    checkpoint_callbacks,
+)
 from lightning_modules.tracking import (
     CONFIG_HASH_TAG,
+    REPLACED_BY_TAG,
     RunChoice,
     StylebenchMLFlowLogger,
+    WriterLock,
     code_version,
     config_hash,
+    require_free,
     resolve_run,
+    sqlite_store_path,
 )
 
-#: Class paths that configs used to name -> where the class is now.
-MOVED_CLASS_PATHS = {
-    "lightning_modules.shape_bias.ShapeBiasCallback": (
-        "lightning_modules.callbacks.shape_bias.ShapeBiasCallback"
-    ),
-}
+__all__ = [
+    "MOVED_CLASS_PATHS",
+    "MOVED_SETTINGS",
+    "ParsedConfig",
+    "StylebenchCLI",
+    "check_moved_class_paths",
+    "check_settings",
+    "checkpoint_callbacks",
+    "run_cli",
+]
 
 # DataModule facts the model is built from: the data decides, the config says it once.
 LINKED_FROM_DATA = {
@@ -56,107 +75,6 @@ LINKED_FROM_DATA = {
     "class_names": "class_names",
     "image_size": "image_size",
 }
-
-
-def check_settings(model: MultiDomainClassifier, datamodule: MultiDomainDataModule) -> None:
-    """Fail on settings torch would reject only once training has started (after the MLflow run
-    exists): the optimizer is built once on the model's parameter groups, batch sizes checked."""
-    for name in ("batch_size", "eval_batch_size"):
-        value = getattr(datamodule, name, None)
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(
-                f"data.init_args.{name} is {value!r}; it must be a positive whole number"
-            )
-    method = getattr(model, "method", None)
-    if method is not None and method.needs_target_domains and not datamodule.target_domains:
-        raise ValueError(
-            f"model.init_args.method {model.hparams.method!r} adapts to unlabelled target "
-            "domains, and the data has none; set data.init_args.target_domains (e.g. "
-            "configs/officehome/art_to_clipart.yaml) or choose a method without targets"
-        )
-    factory = getattr(model, "optimizer_factory", None)
-    if factory is None:
-        return
-    try:
-        optimizer = factory(model.parameter_groups())
-    except (ValueError, TypeError) as error:
-        raise ValueError(
-            f"model.init_args.optimizer ({type(error).__name__} from the optimizer): {error}; "
-            "fix model.init_args.optimizer.init_args"
-        ) from None
-    for group in optimizer.param_groups:
-        lr = group["lr"] * group.get("lr_multiplier", 1.0)
-        if lr <= 0:
-            raise ValueError(
-                f"learning rate of parameter group {group.get('name')!r} is {lr}; "
-                "model.optimizer.init_args.lr (and backbone_lr_multiplier) must be positive"
-            )
-
-
-#: Model settings that were replaced -> what to write instead.
-MOVED_SETTINGS = {
-    "adaptation": "model.init_args.method (e.g. `method: dann`)",
-    "adaptation_weight": "model.init_args.method_kwargs (`weight` of method dann)",
-    "discriminator_hidden_features": (
-        "model.init_args.method_kwargs (`hidden_features` of method dann)"
-    ),
-}
-
-
-def check_moved_class_paths(args: Sequence[str]) -> None:
-    """Fail with the new name when a `--config` file or a command-line value names a class
-    that has moved (`MOVED_CLASS_PATHS`) or a model setting that was replaced
-    (`MOVED_SETTINGS`), instead of jsonargparse's import or unknown-key error."""
-    patterns = {
-        old: (re.compile(rf"\b{re.escape(old)}\b"), f"which has moved to {new}; replace it")
-        for old, new in MOVED_CLASS_PATHS.items()
-    }
-    for old, new in MOVED_SETTINGS.items():
-        # A YAML key on its own line, or a command-line `--model.init_args.<old>`.
-        pattern = re.compile(rf"(^\s*{old}\s*:|--model\.init_args\.{old}\b)", re.MULTILINE)
-        patterns[old] = (pattern, f"a setting that was replaced; use {new}")
-    sources: list[tuple[str, str]] = []
-    for index, arg in enumerate(args):
-        value = arg.removeprefix("--config=") if arg.startswith("--config=") else None
-        if value is None and index and args[index - 1] == "--config":
-            value = arg
-        if value is not None and Path(value).is_file():
-            sources.append((f"config file {value}", Path(value).read_text()))
-        else:
-            sources.append((f"command-line value {arg!r}", arg))
-    for where, text in sources:
-        for old, (pattern, fix) in patterns.items():
-            if pattern.search(text):
-                raise ValueError(f"{where} names {old}, {fix}")
-
-
-def checkpoint_callbacks(args: dict[str, Any]) -> tuple[ModelCheckpoint, ModelCheckpoint | None]:
-    """The checkpoint callbacks of the `checkpoint.*` config: (monitored, always-latest).
-
-    Lightning's `save_last` writes `last.ckpt` only in a step where a top-k checkpoint is written:
-    once the monitored metric stops improving, `last.ckpt` would stay at the last improvement and
-    `--ckpt_path last` would repeat epochs. So with `save_last` and a monitor, the monitored
-    callback keeps only the best, and a second, unmonitored one keeps `last.ckpt` (top-1 of
-    "latest") in the same folder, at the same cadence.
-    """
-    if not args["save_last"] or args["monitor"] is None:
-        # Without a monitor every save is a top-k save, so Lightning's `save_last` is current.
-        return ModelCheckpoint(**args), None
-    best = ModelCheckpoint(**{**args, "save_last": False})
-    latest = ModelCheckpoint(
-        dirpath=args["dirpath"],
-        filename=ModelCheckpoint.CHECKPOINT_NAME_LAST,
-        monitor=None,
-        save_top_k=1,
-        enable_version_counter=False,
-        verbose=args["verbose"],
-        save_weights_only=args["save_weights_only"],
-        every_n_train_steps=args["every_n_train_steps"],
-        train_time_interval=args["train_time_interval"],
-        every_n_epochs=args["every_n_epochs"],
-        save_on_train_epoch_end=args["save_on_train_epoch_end"],
-    )
-    return best, latest
 
 
 class StylebenchCLI(LightningCLI):
@@ -171,6 +89,8 @@ class StylebenchCLI(LightningCLI):
     def __init__(self, datamodule_class=MultiDomainDataModule, args=None, run: bool = True):
         #: The run id `fit --ckpt_path` continues (None: a new run).
         self.resumed_run_id: str | None = None
+        #: What `fit --ckpt_path` chose (`resolve_run`); None without `--ckpt_path`.
+        self.run_choice: RunChoice | None = None
         super().__init__(
             model_class=MultiDomainClassifier,
             datamodule_class=datamodule_class,
@@ -239,11 +159,23 @@ class StylebenchCLI(LightningCLI):
         config, built = self._section(self.config), self._section(self.config_init)
         # Before any MLflow run exists: a bad setting leaves no FAILED run behind.
         check_settings(self.model, self.datamodule)
+        # Every list and label file read whole, and symlink loops: all problems at once.
+        require_valid_inputs(self.datamodule)
+        check_ckpt_path(built.get("ckpt_path"))
+        if self.subcommand == "fit":
+            self._check_outputs(config, built["trainer"]["logger"])
         self._name_loggers(built["trainer"]["logger"])
         best, latest = checkpoint_callbacks(config["checkpoint"].as_dict())
         built["checkpoint"] = best
         present = {type(callback) for callback in built["trainer"]["callbacks"] or []}
-        always_on = (MLflowRunIdCallback, BadImagesCallback, FiniteStateGuard, GracefulStop)
+        always_on = (
+            MLflowRunIdCallback,
+            RunWriterLock,
+            ExactResume,
+            BadImagesCallback,
+            FiniteStateGuard,
+            GracefulStop,
+        )
         always = [c() for c in always_on if c not in present]
         # The CLI's persistent callbacks come after the configured ones, so the monitored
         # checkpoint stays `trainer.checkpoint_callback` (what `ckpt_path="best"` reads).
@@ -252,6 +184,27 @@ class StylebenchCLI(LightningCLI):
             "callbacks": [*always, *([latest] if latest else [])],
         }
         return super().instantiate_trainer(**kwargs)
+
+    def _check_outputs(self, config: Namespace, loggers: Any) -> None:
+        """Before the run starts: the folders a fit writes can be written, and a fixed
+        `checkpoint.dirpath` is not being written by a live process."""
+        mlflow_loggers = [
+            logger
+            for logger in (loggers if isinstance(loggers, list) else [loggers])
+            if isinstance(logger, StylebenchMLFlowLogger)
+        ]
+        logger = mlflow_loggers[0] if mlflow_loggers else None
+        local_store = logger is not None and sqlite_store_path(logger.tracking_uri) is not None
+        artifacts = (logger.artifact_location or "mlruns") if local_store else None
+        dirpath = config["checkpoint"]["dirpath"]
+        check_writable_outputs(
+            config["trainer"]["default_root_dir"],
+            dirpath,
+            logger.save_dir if logger is not None else None,
+            None if artifacts is None or "://" in artifacts else artifacts,
+        )
+        if dirpath:
+            require_free(dirpath, f"checkpoint.dirpath {dirpath}")
 
     def run_name(self) -> str:
         """`<backbone>-<module>[+<method>]-<protocol>`, and `-<subcommand>` except for `fit`.
@@ -280,6 +233,11 @@ class StylebenchCLI(LightningCLI):
         )
         if self.subcommand == "fit" and logger.requested_run_id is None:
             choice = self._resolve_run(logger)
+            self.run_choice = choice
+            if choice is not None and choice.ckpt_path is not None:
+                # Taken now, before the run is reopened: a second command that chose the same
+                # run a moment later is refused here, not after both have started writing.
+                WriterLock(Path(choice.ckpt_path).parent).acquire(choice.run_id)
             if choice is not None and choice.run_id is not None:
                 self.resumed_run_id = choice.run_id
                 logger.set_run(run_id=choice.run_id)
@@ -327,6 +285,7 @@ class StylebenchCLI(LightningCLI):
             logger.tag_experiment_kind()
             if self.resumed_run_id is not None:
                 logger.resume_run()
+            self._mark_replaced(logger)
             logger.set_tags(
                 {
                     "dataset": data.dataset_name,
@@ -345,6 +304,15 @@ class StylebenchCLI(LightningCLI):
                     CONFIG_HASH_TAG: self.config_hash(),
                 }
             )
+
+    def _mark_replaced(self, logger: StylebenchMLFlowLogger) -> None:
+        """End the runs `resolve_run` found abandoned (RUNNING, their writer dead) KILLED,
+        tagged with the run that replaces them (`REPLACED_BY_TAG`)."""
+        choice = self.run_choice
+        for old in choice.replaced if choice is not None else ():
+            logger.experiment.set_tag(old, REPLACED_BY_TAG, logger.run_id)
+            logger.experiment.set_terminated(old, "KILLED")
+            print(f"MLflow run {old} (its process ended) is marked KILLED, replaced by this run")
 
     before_fit = before_validate = before_test = before_predict = _describe_run
 

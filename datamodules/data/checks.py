@@ -159,10 +159,39 @@ def find_non_image_files(domains: Sequence[DomainData]) -> list[Finding]:
                     try:
                         is_file = entry.is_file()
                     except OSError:
-                        is_file = True  # a symlink loop without an image extension: also ignored
+                        is_file = False  # a symlink loop: `symlink_loop_findings` reports it
                     if is_file:
                         message = "not an image extension; ignored by training"
                         findings.append(Finding(WARNING, "non-image", message, entry.path))
+    return findings
+
+
+def symlink_loop_findings(domains: Sequence[DomainData]) -> list[Finding]:
+    """Symlink loops among a domain's class folders and inside them, as errors: a loop with an
+    image name fails when its batch loads (the same message, found before training), and any
+    other loop (a folder linking to itself) would be passed over without a word. Only
+    symlinks are looked at (a `stat` each); a domain read from an image list has no folders."""
+    findings = []
+    for domain in domains:
+        root = Path(domain.root)
+        findings += _class_folder_loops(root)
+        for name in domain.files_by_class:
+            class_dir = root / name
+            if not class_dir.is_dir():
+                continue
+            with os.scandir(class_dir) as entries:
+                links = [entry for entry in entries if entry.is_symlink()]
+            for entry in links:
+                try:
+                    os.stat(entry.path)
+                except OSError as error:
+                    if error.errno != errno.ELOOP:
+                        continue
+                    if Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
+                        message = "is a symlink loop (ELOOP); fix or remove the link"
+                    else:
+                        message = "is a symlink loop; training ignores it (and any images in it)"
+                    findings.append(Finding(ERROR, "symlink-loop", message, entry.path))
     return findings
 
 
@@ -307,9 +336,8 @@ def check_datamodule(datamodule, decode: bool = True, workers: int = 4) -> DataR
         report.add([Finding(ERROR, "layout", str(error))])
         domains, scanned = [], False
     report.add(find_non_image_files(domains))
-    for listed in datamodule.list_files():
-        options = (listed.labels, listed.allow_outside_root, listed.allow_option)
-        report.add(check_list_file(listed.path, listed.root, *options))
+    report.add(symlink_loop_findings(domains))
+    report.add(list_file_findings(datamodule))
     split_paths: dict[str, list[str]] = {}
     if scanned:
         try:
@@ -341,6 +369,17 @@ def check_datamodule(datamodule, decode: bool = True, workers: int = 4) -> DataR
     good = {split: [p for p in split_paths[split] if p not in bad] for split in split_paths}
     report.add(find_leakage(good))
     return report
+
+
+def list_file_findings(datamodule) -> list[Finding]:
+    """Every problem of every list and label file the DataModule reads (`list_files()`), read
+    whole: the rows `check_data` prints for them (malformed lines, absolute or escaping paths,
+    repeats, missing files), each at `file:line`."""
+    findings: list[Finding] = []
+    for listed in datamodule.list_files():
+        options = (listed.labels, listed.allow_outside_root, listed.allow_option)
+        findings += check_list_file(listed.path, listed.root, *options)
+    return findings
 
 
 def require_clean_data(datamodule) -> None:

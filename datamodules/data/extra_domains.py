@@ -157,8 +157,12 @@ def read_image_list_domain(domain: ExtraDomain, class_names: Sequence[str]) -> d
         raise DatasetLayoutError(
             f"extra domain {domain.name!r}: image list {listed.path} does not exist"
         )
-    files_by_class, findings = read_labelled_list(listed, class_names, domain.class_mapping)
-    if any(f.severity == ERROR for f in findings):
+    files_by_class, findings = read_labelled_list(
+        listed, class_names, domain.class_mapping, report_missing=True
+    )
+    # Missing files alone are the bad-image policy's (the CLI checks them before training);
+    # with other bad lines, they are listed too, so that one report has every bad line.
+    if any(f.severity == ERROR and f.kind != "missing-file" for f in findings):
         raise DataProblemsError(findings, headline=f"extra domain {domain.name!r}: bad list lines")
     return files_by_class
 
@@ -167,13 +171,15 @@ def read_labelled_list(
     listed: ImageListFile,
     class_names: Sequence[str],
     class_mapping: dict[str, str] | None = None,
+    report_missing: bool = False,
 ) -> tuple[dict[str, list[str]], list[Finding]]:
     """A `path label` list's files by class, and a finding for every line that is wrong.
 
     The one reading of an extra domain's list, by training and by the data check: lines that
     leave the root (unless allowed), labels that are neither a class index nor a class name
     (of the dataset, or a key of `class_mapping`), and repeated paths are findings (the line
-    is then left out); missing files are the data check's to report.
+    is then left out). With `report_missing`, a listed file that does not exist is a
+    `missing-file` finding too (the line is kept: `on_bad_image: skip` skips it).
     """
     known_names = set(class_names) | set(class_mapping or {})
     files_by_class: dict[str, list[str]] = {}
@@ -217,6 +223,9 @@ def read_labelled_list(
             findings.append(Finding(ERROR, "duplicate", message, listed.path, entry.line_number))
             continue
         first_line[key] = entry.line_number
+        if report_missing and not Path(key).is_file() and not Path(path).is_symlink():
+            message = f"{entry.path!r} does not exist"
+            findings.append(Finding(ERROR, "missing-file", message, listed.path, entry.line_number))
         files_by_class.setdefault(class_name, []).append(path)
     return {name: sorted(files) for name, files in sorted(files_by_class.items())}, findings
 

@@ -3,19 +3,33 @@
 the collate of `on_bad_image: skip`; the combined source/target training loader; the plain and
 style-shifted evaluation loaders.
 
+Training loaders resume mid-epoch on the trajectory of an uninterrupted run
+(`datamodules.data.resumable`). Every loader draws its workers' seeds from a generator of its
+own, so that making or starting a loader never moves the global RNG the model draws from.
+Workers ignore SIGINT (a terminal's Ctrl-C reaches the whole process group; the main process
+stops them) and exit quietly when the main process stops them (`quiet_worker_signals`).
+
 Each function reads the DataModule's settings and its `datasets` (made by `setup`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+import signal
+import threading
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from pytorch_lightning.utilities import CombinedLoader
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from datamodules.data.dataset import collate_skipping_none
-from datamodules.data.samplers import DomainBalancedSampler, UnpaddedDistributedSampler
+from datamodules.data.resumable import PositionedSampler, ResumableLoader, SeededSamples
+from datamodules.data.samplers import (
+    DomainBalancedSampler,
+    UnpaddedDistributedSampler,
+    distributed_world,
+)
 from datamodules.data.samples import SampleArray
 from datamodules.data.splitting import TARGET_TRAIN_SPLIT, TRAINING_SPLITS
 from datamodules.data.style_shift import ScheduledLoader, style_evaluation_due
@@ -71,12 +85,62 @@ def split_sampler(datamodule, split: str, dataset: Dataset):
     return None
 
 
+def quiet_worker_signals() -> None:
+    """In a DataLoader worker: leave stopping to the main process.
+
+    SIGINT is ignored: a terminal sends Ctrl-C to the whole process group, and the main process
+    stops the run at the next batch and then its workers. SIGTERM is blocked and waited for by
+    a thread: from the main process (which stops workers that do not exit in time) or once the
+    main process is gone, the worker exits quietly (status 0, which the main process does not
+    report as a failure); from anyone else (a `kill` of the process group) it is ignored, since
+    the main process got it too. Without `sigwaitinfo` (not Linux) only SIGINT is ignored.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not hasattr(signal, "sigwaitinfo"):
+        return
+    parent = os.getppid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def wait_for_sigterm() -> None:
+        while True:
+            info = signal.sigwaitinfo({signal.SIGTERM})
+            if info.si_pid == parent or os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=wait_for_sigterm, name="sigterm-watch", daemon=True).start()
+
+
+class WorkerStart:
+    """A DataLoader `worker_init_fn`: `quiet_worker_signals`, then `then(worker_id)`.
+
+    Args:
+        then: the loader's own worker initialisation (the augmentation seeder), if any.
+    """
+
+    def __init__(self, then: Callable[[int], None] | None = None) -> None:
+        self.then = then
+
+    def __call__(self, worker_id: int) -> None:
+        quiet_worker_signals()
+        if self.then is not None:
+            self.then(worker_id)
+
+
+def loader_generator(*parts: int) -> torch.Generator:
+    """A generator of the loader's own for its workers' seeds (torch draws one each time it
+    starts them), seeded from `parts`: with `DataLoader(generator=None)` the draw would come
+    from the global RNG, and resuming (or adding a loader) would shift the model's draws."""
+    return torch.Generator().manual_seed(augmentation_seed(torch.initial_seed(), *parts))
+
+
 def split_loader(datamodule, split: str, shuffle: bool) -> DataLoader:
     """The DataLoader of one split (the source's own stream for a training split, where it
     streams one), its augmentation seeded for this rank and split.
 
-    Augmentation draws from albumentations' own generators: seeded from the run seed, the rank
-    and the split here, and per worker (and epoch) in the workers.
+    Augmentation draws from albumentations' own generators. A shuffled (training) loader is a
+    `ResumableLoader`: each sample's augmentation is seeded from the run seed, the rank, the
+    split, the epoch and its position (`datamodules.data.resumable`). Other loaders are seeded
+    from the run seed, the rank and the split here, and per worker in the workers.
     """
     training = split in TRAINING_SPLITS
     if training and (streamed := datamodule.source.training_loader(split)) is not None:
@@ -88,18 +152,28 @@ def split_loader(datamodule, split: str, shuffle: bool) -> DataLoader:
     stream = stream_id(split)
     seed_dataset_transform(dataset, augmentation_seed(torch.initial_seed(), rank, stream))
     workers = datamodule.num_workers
-    return DataLoader(
+    drop_last = shuffle and len(dataset) > datamodule.batch_size
+    loader_class: type[DataLoader] = DataLoader
+    if shuffle:
+        if sampler is None:
+            # Every rank draws the same order from the same seed; each takes its share.
+            replicas, own_rank = distributed_world()
+            order_seed = augmentation_seed(torch.initial_seed(), stream) % 2**31
+            sampler = DistributedSampler(dataset, replicas, own_rank, shuffle=True, seed=order_seed)
+        sampler = PositionedSampler(sampler, augmentation_seed(torch.initial_seed(), rank, stream))
+        dataset, loader_class = SeededSamples(dataset), ResumableLoader
+    return loader_class(
         dataset,
-        worker_init_fn=AugmentationSeeder(rank, stream) if workers > 0 else None,
+        worker_init_fn=WorkerStart(AugmentationSeeder(rank, stream)) if workers > 0 else None,
         batch_size=datamodule.batch_size if training else datamodule.eval_batch_size,
-        shuffle=shuffle and sampler is None,
         sampler=sampler,
-        drop_last=shuffle and len(dataset) > datamodule.batch_size,
+        drop_last=drop_last,
         num_workers=workers,
         persistent_workers=datamodule.persistent_workers,
         # Only `skip` can produce None samples; otherwise keep the default collate.
         collate_fn=collate_skipping_none if datamodule.on_bad_image == "skip" else None,
         pin_memory=datamodule.pin_memory and torch.cuda.is_available(),
+        generator=loader_generator(rank, stream),
     )
 
 
@@ -136,10 +210,13 @@ def in_order_loader(datamodule, split: str, batch_size: int | None = None) -> Da
             f"split {split!r} has no images; valid choices: "
             f"{sorted(name for name, samples in datamodule.split_samples.items() if samples)}"
         )
+    workers = datamodule.num_workers
     return DataLoader(
         datamodule.make_dataset(split, augment=False),
         batch_size=batch_size or datamodule.eval_batch_size,
         shuffle=False,
-        num_workers=datamodule.num_workers,
+        num_workers=workers,
+        worker_init_fn=WorkerStart() if workers > 0 else None,
         collate_fn=collate_skipping_none if datamodule.on_bad_image == "skip" else None,
+        generator=loader_generator(stream_id(split)),
     )

@@ -1,6 +1,7 @@
 """Run-side faults: stopping cleanly on a signal, and never keeping a poisoned checkpoint.
 
-`GracefulStop` turns SIGINT (Ctrl-C) into what Lightning does for SIGTERM: the step in flight
+`GracefulStop` turns SIGINT (Ctrl-C) into what Lightning does for SIGTERM, in the main process
+only (a terminal's Ctrl-C reaches the DataLoader workers too; they ignore it): the step in flight
 completes, Lightning raises its `SIGTERMException` at the batch boundary, the latest checkpoint
 (`last.ckpt`) is written from that consistent state, the MLflow run ends KILLED
 (`StylebenchMLFlowLogger.finalize`) and the entry point exits 128 + the signal
@@ -116,6 +117,15 @@ def latest_checkpoint_note(trainer: Trainer) -> str:
     return f"the checkpoints written before are kept (newest: {newest})"
 
 
+def checkpoint_note(module: LightningModule) -> str:
+    """`latest_checkpoint_note` of the module's trainer ("no checkpoint ..." without one)."""
+    try:
+        trainer = module.trainer
+    except RuntimeError:  # not attached to a trainer
+        return "no checkpoint was written before"
+    return latest_checkpoint_note(trainer)
+
+
 class GracefulStop(Callback):
     """SIGINT and SIGTERM stop training at the next batch boundary and write `last.ckpt`.
 
@@ -128,6 +138,8 @@ class GracefulStop(Callback):
 
     def __init__(self) -> None:
         self._previous: dict[int, Any] = {}
+        #: The process whose training the handlers stop (not a forked child that inherits them).
+        self._main_pid: int | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         # Lightning installs its SIGTERM handler after the setup hooks and calls the handler it
@@ -135,6 +147,7 @@ class GracefulStop(Callback):
         _received.clear()
         if threading.current_thread() is not threading.main_thread():
             return
+        self._main_pid = os.getpid()
         for signum, handler in ((signal.SIGINT, self._on_sigint), (signal.SIGTERM, _record)):
             self._previous[signum] = signal.signal(signum, handler)
 
@@ -144,6 +157,11 @@ class GracefulStop(Callback):
         self._previous = {}
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._main_pid:
+            # A forked child (a DataLoader worker) inherits this handler, and a terminal's
+            # Ctrl-C reaches the whole process group: only the main process stops the run, and
+            # it stops its workers itself (`datamodules.data.loaders.quiet_worker_signals`).
+            return
         if _received:
             raise KeyboardInterrupt  # the second Ctrl-C: stop now
         print("\nInterrupted: stopping after this batch (Ctrl-C again to stop at once)")
@@ -163,7 +181,8 @@ class GracefulStop(Callback):
         if non_finite_tensors(pl_module.state_dict()):
             print(f"Not writing {path}: the model state is not finite")
             return
-        trainer.save_checkpoint(path)
+        # The whole training state (Lightning's default, said so that it does not warn).
+        trainer.save_checkpoint(path, weights_only=False)
         print(f"Stopped by signal {received_signal() or signal.SIGTERM}; wrote {path}")
 
 

@@ -6,10 +6,27 @@
   (`DeferringClient`).
 - `logger.py`: `StylebenchMLFlowLogger` (configs name it as
   `lightning_modules.tracking.StylebenchMLFlowLogger`) and `find_mlflow_logger`.
-- `runs.py`: run identity (the run id in checkpoints, the config hash tag) and `resolve_run`,
-  which decides the run and checkpoint a command continues.
+- `checkpoints.py`: the run id in a checkpoint, and the newest checkpoint of a run that can be
+  read (an unreadable one is moved aside).
+- `writer.py`: one writer per run, a lock the training process holds on its checkpoint folder.
+- `history.py`: resume markers, and a run's metric history with each step once.
+- `runs.py`: run identity (the config hash tag) and `resolve_run`, which decides the run and
+  checkpoint a command continues.
 """
 
+from lightning_modules.tracking.checkpoints import (
+    LAST_CHECKPOINT,
+    RUN_ID_KEY,
+    UnreadableCheckpointError,
+    read_checkpoint_run_id,
+    readable_checkpoint,
+)
+from lightning_modules.tracking.history import (
+    REPLACED_BY_TAG,
+    RESUMES_TAG,
+    metric_history,
+    record_resume,
+)
 from lightning_modules.tracking.logger import (
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
@@ -20,12 +37,9 @@ from lightning_modules.tracking.logger import (
 from lightning_modules.tracking.outage import DeferringClient, is_outage
 from lightning_modules.tracking.runs import (
     CONFIG_HASH_TAG,
-    LAST_CHECKPOINT,
-    RUN_ID_KEY,
     RunChoice,
     code_version,
     config_hash,
-    read_checkpoint_run_id,
     recent_run_ids,
     resolve_run,
 )
@@ -33,10 +47,17 @@ from lightning_modules.tracking.store import (
     DEFAULT_TRACKING_URI,
     TrackingStoreError,
     default_tracking_uri,
+    ensure_experiment,
     ensure_store,
     repair_tracking_store,
     sqlite_store_path,
     tracking_client,
+)
+from lightning_modules.tracking.writer import (
+    RunInUseError,
+    WriterLock,
+    folder_holder,
+    require_free,
 )
 
 __all__ = [
@@ -46,20 +67,31 @@ __all__ = [
     "EXPERIMENT_KIND_TAG",
     "FALLBACK_EXPERIMENT",
     "LAST_CHECKPOINT",
+    "REPLACED_BY_TAG",
+    "RESUMES_TAG",
     "RUN_ID_KEY",
     "DeferringClient",
     "RunChoice",
+    "RunInUseError",
     "StylebenchMLFlowLogger",
     "TrackingStoreError",
+    "UnreadableCheckpointError",
+    "WriterLock",
     "code_version",
     "config_hash",
     "default_tracking_uri",
+    "ensure_experiment",
     "ensure_store",
     "find_mlflow_logger",
+    "folder_holder",
     "is_outage",
+    "metric_history",
     "read_checkpoint_run_id",
+    "readable_checkpoint",
     "recent_run_ids",
+    "record_resume",
     "repair_tracking_store",
+    "require_free",
     "resolve_run",
     "sqlite_store_path",
     "tracking_client",

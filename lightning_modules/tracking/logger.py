@@ -17,11 +17,13 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.loggers.mlflow import LOCAL_FILE_URI_PREFIX
 
+from lightning_modules.tracking.history import record_resume
 from lightning_modules.tracking.outage import (
     FINAL_FLUSH_INTERVAL_S,
     DeferringClient,
@@ -29,7 +31,13 @@ from lightning_modules.tracking.outage import (
     is_outage,
     shorten_server_retries,
 )
-from lightning_modules.tracking.store import default_tracking_uri, ensure_store
+from lightning_modules.tracking.store import (
+    TrackingStoreError,
+    default_tracking_uri,
+    ensure_experiment,
+    ensure_store,
+    store_error,
+)
 
 #: Experiment of a logger used without an experiment name (the CLI names it by dataset).
 FALLBACK_EXPERIMENT = "stylebench"
@@ -90,8 +98,8 @@ class StylebenchMLFlowLogger(MLFlowLogger):
         self.log_model = log_model
         self.requested_run_id = run_id
         self.artifact_location = artifact_location
-        # metric -> last step the run held when it was resumed (see `resume_run`).
-        self._resumed_steps: dict[str, int] = {}
+        # When `resume_run` started (ms), until the first point records the resume marker.
+        self._resumed_at_ms: int | None = None
         # state key -> checkpoint callback whose files `finalize` uploads (log_model: true).
         self._final_checkpoints: dict[str, ModelCheckpoint] = {}
         # path -> modification time of the checkpoint files uploaded so far.
@@ -136,15 +144,17 @@ class StylebenchMLFlowLogger(MLFlowLogger):
         return getattr(self, name)
 
     def _start(self) -> None:
-        """Open the store and run MLFlowLogger's __init__ with the names set by now."""
+        """Open the store, make sure the experiment exists, and run MLFlowLogger's __init__
+        with the names set by now."""
         # Before MLflow opens the store: a new SQLite store is created once, under a lock.
         ensure_store(self.tracking_uri)
         shorten_server_retries(self.tracking_uri)
         self._started = True
+        experiment_name = self.experiment_name or FALLBACK_EXPERIMENT
         try:
             MLFlowLogger.__init__(
                 self,
-                experiment_name=self.experiment_name or FALLBACK_EXPERIMENT,
+                experiment_name=experiment_name,
                 run_name=self.run_name,
                 tracking_uri=self.tracking_uri,
                 tags=self.tags,
@@ -152,6 +162,25 @@ class StylebenchMLFlowLogger(MLFlowLogger):
                 run_id=self.requested_run_id,
                 artifact_location=self.artifact_location,
             )
+            if self.requested_run_id is None and rank_zero_only.rank == 0:
+                # MLFlowLogger creates a missing experiment without a lock when first used;
+                # created here first (with its kind tag), once, whoever else starts now.
+                ensure_experiment(
+                    self._mlflow_client,
+                    self.tracking_uri,
+                    experiment_name,
+                    self.artifact_location,
+                    {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+                )
+            self.experiment  # noqa: B018 (creates or reopens the run now, errors named below)
+        except TrackingStoreError:
+            self._started = False
+            raise
+        except Exception as error:
+            self._started = False
+            if type(error).__module__.split(".")[0] in ("mlflow", "sqlalchemy", "sqlite3"):
+                raise store_error(self.tracking_uri, "start the MLflow run", error) from error
+            raise
         except BaseException:
             self._started = False
             raise
@@ -178,35 +207,34 @@ class StylebenchMLFlowLogger(MLFlowLogger):
 
     def tag_experiment_kind(self) -> None:
         """Mark the run's experiment as model training (`EXPERIMENT_KIND_TAG`) unless it is
-        marked already, so MLflow 3's UI opens it on its runs and charts."""
+        marked already, so MLflow 3's UI opens it on its runs and charts (`ensure_experiment`:
+        safe when several processes do it at once)."""
         client, experiment_id = self.experiment, self.experiment_id
         if experiment_id is None:  # not rank zero: no experiment here
             return
         if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
-            client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            name = client.get_experiment(experiment_id).name
+            tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            ensure_experiment(client, self.tracking_uri, name, tags=tags)
 
     def resume_run(self) -> None:
         """Continue the run given as `run_id` (resuming from its checkpoint), on rank zero.
 
-        Points the killed process logged after its last checkpoint are kept, and the resumed
-        process's points for the same metric and step are dropped, so each metric's steps stay
-        unique and increasing (MLflow cannot delete single metric points).
+        The run is marked RUNNING, and its first point from now on records a resume marker
+        (`lightning_modules.tracking.history`): the points the killed process logged at that
+        step and later are the ones this process replaces. Every point this process computes
+        is logged; `history.metric_history` reads each step once.
         """
         if self.requested_run_id is None:
             raise ValueError("resume_run needs the logger to be built with the run_id to resume")
         client, run_id = self.experiment, self.run_id
-        self._resumed_steps = {
-            key: max((m.step for m in client.get_metric_history(run_id, key)), default=-1)
-            for key in client.get_run(run_id).data.metrics
-        }
+        self._resumed_at_ms = int(time.time() * 1000)
         client.update_run(run_id, status="RUNNING")
 
     def log_metrics(self, metrics, step: int | None = None) -> None:
-        if self._resumed_steps:
-            last = self._resumed_steps
-            metrics = {k: v for k, v in metrics.items() if (step or 0) > last.get(k, -1)}
-            if not metrics:
-                return
+        if self._resumed_at_ms is not None and metrics:
+            resumed_at, self._resumed_at_ms = self._resumed_at_ms, None
+            record_resume(self.experiment, self.run_id, step or 0, resumed_at)
         super().log_metrics(metrics, step)
 
     def after_save_checkpoint(self, checkpoint_callback: ModelCheckpoint) -> None:

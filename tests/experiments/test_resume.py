@@ -1,7 +1,10 @@
-"""Kill -9 a training process mid-epoch, resume with `--ckpt_path last`: one MLflow run, whole.
+"""Kill -9 a training process mid-epoch, resume with `--ckpt_path last`: one MLflow run, whole,
+on the trajectory of an uninterrupted run.
 
 The training runs as `python -m experiments.officehome fit` in a subprocess, so the SIGKILL is
-real: no Python cleanup, no `finally`, the MLflow run left RUNNING.
+real: no Python cleanup, no `finally`, the MLflow run left RUNNING. The run's history is read as
+the project reads it (`lightning_modules.tracking.metric_history`): MLflow keeps the killed
+process's points past its checkpoint, and the resume marks them replaced.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow import MlflowClient
+
+from lightning_modules.tracking import RESUMES_TAG, metric_history
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_EPOCHS = 4
@@ -59,7 +64,11 @@ def environment(tmp_path: Path) -> dict[str, str]:
 
 def logged_steps(client: MlflowClient, run_id: str) -> dict[str, list[int]]:
     keys = client.get_run(run_id).data.metrics
-    return {key: [m.step for m in client.get_metric_history(run_id, key)] for key in keys}
+    return {key: [m.step for m in metric_history(client, run_id, key)] for key in keys}
+
+
+def losses(client: MlflowClient, run_id: str) -> dict[int, float]:
+    return {m.step: m.value for m in metric_history(client, run_id, "train/loss_step")}
 
 
 def wait_for(condition, process: subprocess.Popen, timeout: float = 240.0) -> None:
@@ -76,6 +85,17 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 240.0) -> No
 def test_sigkill_then_resume_last_continues_the_same_mlflow_run(tmp_path: Path) -> None:
     env = environment(tmp_path)
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    # The same fit, uninterrupted, beside it: the trajectory the resumed run must follow.
+    reference_dir = tmp_path / "reference"
+    reference_dir.mkdir()
+    reference_env = environment(reference_dir)
+    reference = subprocess.Popen(
+        fit_command(),
+        cwd=reference_dir,
+        env=reference_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     log = (tmp_path / "first.log").open("w")
     first = subprocess.Popen(fit_command(), cwd=tmp_path, env=env, stdout=log, stderr=log)
 
@@ -103,6 +123,8 @@ def test_sigkill_then_resume_last_continues_the_same_mlflow_run(tmp_path: Path) 
         if first.poll() is None:
             first.kill()
         log.close()
+        if reference.poll() is None and first.returncode != -signal.SIGKILL:
+            reference.kill()
 
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     killed_run_id = run.info.run_id
@@ -139,3 +161,15 @@ def test_sigkill_then_resume_last_continues_the_same_mlflow_run(tmp_path: Path) 
     assert train_steps == list(range(train_steps[0], train_steps[-1] + 1))
     assert len(after["val/acc_mean"]) == MAX_EPOCHS
     assert len(before["train/loss_step"]) < len(train_steps)
+    # The killed process's points past the checkpoint are in MLflow, marked as replaced.
+    raw = [m.step for m in client.get_metric_history(killed_run_id, "train/loss_step")]
+    assert len(raw) > len(train_steps)
+    assert f'"step": {checkpoint_step}' in runs[0].data.tags[RESUMES_TAG]
+    # Exact resume: every step's loss is the uninterrupted run's (before: all differed after
+    # the resume, from a reshuffled epoch and other augmentations).
+    assert reference.wait(timeout=600) == 0
+    reference_client = MlflowClient(reference_env["MLFLOW_TRACKING_URI"])
+    (reference_run,) = reference_client.search_runs(
+        [e.experiment_id for e in reference_client.search_experiments()]
+    )
+    assert losses(client, killed_run_id) == losses(reference_client, reference_run.info.run_id)

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow import MlflowClient
+from pytorch_lightning import Callback
 
+from lightning_modules.tracking import REPLACED_BY_TAG
 from tests.experiments.test_resume import MAX_EPOCHS, environment, fit_command, logged_steps
 
 pytestmark = pytest.mark.slow
@@ -85,11 +87,27 @@ def wait_for_steps_after_a_checkpoint(tmp_path: Path, client: MlflowClient, proc
     raise AssertionError("no checkpoint and later steps within the time limit")
 
 
+class SlowTrainingSteps(Callback):
+    """Makes each training step last at least `seconds`: the signal a test sends once it has
+    seen steps in the store then lands in training, not in the epoch's validation (where
+    the checkpoint written before stays)."""
+
+    def __init__(self, seconds: float = 0.2) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        time.sleep(self.seconds)
+
+
+HERE = "tests.experiments.test_run_faults"  # how the fit subprocess imports this module
+SLOW_STEPS = f"--trainer.callbacks+={{class_path: {HERE}.SlowTrainingSteps}}"
+
+
 def test_sigterm_mid_epoch_ends_killed_and_resume_finishes_the_same_run(tmp_path: Path) -> None:
     env = environment(tmp_path)
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     # No step cadence: only the signal writes a mid-epoch last.ckpt.
-    command = [a for a in fit_command() if not a.startswith("--checkpoint.every")]
+    command = [a for a in fit_command(SLOW_STEPS) if not a.startswith("--checkpoint.every")]
     with (tmp_path / "first.log").open("w") as log:
         first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=log)
         try:
@@ -138,15 +156,19 @@ def test_ckpt_path_last_never_reopens_a_finished_run_or_another_config(tmp_path:
     (a,) = all_runs(client)
     a_history = logged_steps(client, a.info.run_id)
 
-    # Run B, another lr, killed before its first checkpoint: a RUNNING run without one.
+    # Run B, another lr, killed before its first checkpoint: a RUNNING run without one, whose
+    # fit had taken its writer lock (so the run is known to be this project's, its writer dead).
     run_b = short(fit_command(), "--model.init_args.optimizer.init_args.lr=0.006")
     b = subprocess.Popen(
         run_b, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         deadline = time.monotonic() + 300
-        while len(all_runs(client)) < 2 and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             assert b.poll() is None, "run B ended before it was killed"
+            others = [r for r in all_runs(client) if r.info.run_id != a.info.run_id]
+            if others and list(tmp_path.glob(f"outputs/*/{others[0].info.run_id}/*/writer.lock")):
+                break
             time.sleep(0.1)
         b.kill()
         b.wait(timeout=30)
@@ -170,7 +192,11 @@ def test_ckpt_path_last_never_reopens_a_finished_run_or_another_config(tmp_path:
         assert "starting a new run" in resumed.stdout
     assert logged_steps(client, a.info.run_id) == a_history  # A is untouched
     assert client.get_run(a.info.run_id).info.status == "FINISHED"
-    assert client.get_run(b_run.info.run_id).info.status == "RUNNING"
+    # B's writer is dead: the new run of B's config replaces it (before: left RUNNING forever).
+    b_after = client.get_run(b_run.info.run_id)
+    assert b_after.info.status == "KILLED"
+    new_b = b_after.data.tags[REPLACED_BY_TAG]
+    assert client.get_run(new_b).data.tags["config_hash"] == b_after.data.tags["config_hash"]
     assert len(all_runs(client)) == 4  # A, killed B, and two new runs
 
 

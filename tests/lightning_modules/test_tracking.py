@@ -4,7 +4,9 @@ of training."""
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,9 +16,11 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
 from lightning_modules.tracking import (
+    RESUMES_TAG,
     StylebenchMLFlowLogger,
     TrackingStoreError,
     find_mlflow_logger,
+    metric_history,
 )
 from lightning_modules.tracking import logger as logger_module
 from lightning_modules.tracking.outage import SERVER_RETRY_ENVIRONMENT
@@ -35,22 +39,28 @@ def test_find_mlflow_logger_returns_the_first_mlflow_logger(tmp_path: Path) -> N
     assert find_mlflow_logger(None) is None
 
 
-def test_resumed_run_keeps_its_history_and_drops_repeated_steps(tracking_uri: str) -> None:
+def test_resumed_run_keeps_its_history_and_replaces_repeated_steps(tracking_uri: str) -> None:
     first = StylebenchMLFlowLogger(experiment_name="resume", tracking_uri=tracking_uri)
     for step in range(6):
         first.log_metrics({"train/loss": 1.0 / (step + 1)}, step=step)
     run_id = first.run_id  # the process is killed here: no finalize, the run stays RUNNING
+    time.sleep(0.01)  # a resume comes later than the killed process's last point
 
     resumed = StylebenchMLFlowLogger(tracking_uri=tracking_uri, run_id=run_id)
     resumed.resume_run()
-    # The checkpoint was at step 3: steps 4 and 5 come again and are dropped.
+    # The checkpoint was at step 3: steps 4 and 5 come again, from the resumed process.
     for step in range(4, 8):
         resumed.log_metrics({"train/loss": 0.1, "val/acc_mean": 0.5}, step=step)
     resumed.finalize("success")
     client = MlflowClient(tracking_uri)
-    steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
-    assert steps == list(range(8))
-    assert [m.step for m in client.get_metric_history(run_id, "val/acc_mean")] == [4, 5, 6, 7]
+    history = metric_history(client, run_id, "train/loss")
+    assert [m.step for m in history] == list(range(8))
+    # Before: the killed process's 0.2 and 0.167 were kept at steps 4 and 5, spliced in.
+    assert [m.value for m in history] == [1.0, 0.5, 1 / 3, 0.25, 0.1, 0.1, 0.1, 0.1]
+    raw = [m.step for m in client.get_metric_history(run_id, "train/loss")]
+    assert sorted(raw) == [0, 1, 2, 3, 4, 4, 5, 5, 6, 7]  # MLflow keeps both, marked
+    assert json.loads(client.get_run(run_id).data.tags[RESUMES_TAG])[0]["step"] == 4
+    assert [m.step for m in metric_history(client, run_id, "val/acc_mean")] == [4, 5, 6, 7]
     assert client.get_run(run_id).info.status == "FINISHED"
     with pytest.raises(ValueError, match="resume_run needs the logger to be built with the run_id"):
         StylebenchMLFlowLogger(tracking_uri=tracking_uri).resume_run()
