@@ -40,6 +40,18 @@ MODULES = list(RECALIBRATION_MODULES)
 # (module, options): SRM on both of its paths.
 VARIANTS = [(name, {}) for name in MODULES] + [("srm", {"fused": False})]
 FEATURE_SIZE = (8, 8)
+# CUDA cases run with `pytest -m gpu` on a machine with a GPU and are skipped elsewhere.
+CUDA_MARKS = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+CUDA = pytest.param("cuda", marks=CUDA_MARKS)
+GE_FLOAT32_OUTPUT = pytest.mark.xfail(
+    strict=True,
+    reason="gather_excite.py: global_gather adds the float32 bias to the einsum, so the gate and "
+    "`x * gate` are float32; fix: `x * torch.sigmoid(gathered).to(x.dtype)` in "
+    "GatherExcite.forward",
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -89,7 +101,7 @@ def forward_backward(
     """Output, input gradient and parameter gradients (as one vector or None) of one step."""
     x = x.clone().requires_grad_()
     module.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=dtype, enabled=autocast):
+    with torch.autocast(x.device.type, dtype=dtype, enabled=autocast):
         out = module(x)
     out.backward(grad.to(out.dtype))
     grads = [p.grad.flatten() for p in module.parameters()]
@@ -117,29 +129,29 @@ def test_module_under_bf16_autocast_matches_float64(name, options) -> None:
 
 
 @pytest.mark.parametrize(
-    "name",
+    ("device", "dtype"),
     [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="gather_excite.py: global_gather adds the float32 bias to the einsum, so "
-                "the gate and `x * gate` are float32; fix: `x * torch.sigmoid(gathered)"
-                ".to(x.dtype)` in GatherExcite.forward",
-            ),
-        )
-        if name == "ge"
-        else name
-        for name in MODULES
+        pytest.param("cpu", torch.bfloat16, id="cpu-bf16"),
+        pytest.param("cuda", torch.bfloat16, marks=CUDA_MARKS, id="cuda-bf16"),
+        pytest.param("cuda", torch.float16, marks=CUDA_MARKS, id="cuda-fp16"),
     ],
 )
-def test_module_output_keeps_the_autocast_dtype(name) -> None:
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=GE_FLOAT32_OUTPUT) if n == "ge" else n for n in MODULES]
+)
+def test_module_output_keeps_the_autocast_dtype(name, device, dtype) -> None:
     # A float32 output would make the shortcut addition and the next block's saved input float32:
-    # twice the activation memory autocast is meant to save.
-    module = build_module(name, {})
-    x = torch.randn(4, 32, *FEATURE_SIZE).bfloat16()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert module(x).dtype == torch.bfloat16
+    # twice the activation memory autocast is meant to save. Gradients come back in the map's
+    # dtype and the parameters' gradients in float32 (autocast keeps float32 weights).
+    module = build_module(name, {}).to(device)
+    x = torch.randn(4, 32, *FEATURE_SIZE, device=device).to(dtype).requires_grad_()
+    with torch.autocast(device, dtype=dtype):
+        out = module(x)
+    out.float().square().sum().backward()
+    assert x.grad.dtype == dtype
+    assert all(p.grad.dtype == torch.float32 for p in module.parameters())
+    assert all(torch.isfinite(p.grad).all() for p in module.parameters())
+    assert out.dtype == dtype
 
 
 @functools.cache
@@ -238,10 +250,11 @@ def assert_close_to_scale(actual: torch.Tensor, expected: torch.Tensor, relative
     assert error <= relative * expected.double().abs().max(), (float(error), relative)
 
 
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("level", ["module", "block"])
-def test_fused_srm_matches_reference_under_autocast(level, channels_last, dtype) -> None:
+def test_fused_srm_matches_reference_under_autocast(level, channels_last, dtype, device) -> None:
     # Both under autocast (float16: what GPUs use with 16-mixed), each against the float64 truth:
     # the fused kernels must land as close to it as the reference formula does. Block level: the
     # fused batch norm + SRM kernel (reduced-precision map, float32 batch norm) against
@@ -255,10 +268,11 @@ def test_fused_srm_matches_reference_under_autocast(level, channels_last, dtype)
     else:
         fused, reference = srm_block(True), srm_block(False)
         shape = (6, fused.conv1.in_channels, 5, 7)
+    fused, reference = fused.to(device), reference.to(device)
     truth = copy.deepcopy(reference).double()
     generator = torch.Generator().manual_seed(5)
-    x = styled_maps(shape, generator)
-    grad = torch.randn(shape, generator=generator)
+    x = styled_maps(shape, generator).to(device)
+    grad = torch.randn(shape, generator=generator).to(device)
     if level == "module":
         x = x.to(dtype)
     if channels_last:
