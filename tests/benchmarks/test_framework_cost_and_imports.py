@@ -6,7 +6,9 @@ of seconds and are marked slow; timings are not asserted.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import time
 
 import pytest
 import torch
@@ -55,6 +57,21 @@ def test_import_tree_attributes_time_to_packages_and_import_sites() -> None:
 
 def test_warm_throughputs_leave_out_the_first_epoch() -> None:
     assert framework_cost.warm_throughputs([(10, 5.0), (32, 2.0), (30, 3.0)]) == [16.0, 10.0]
+
+
+def test_clock_reaches_the_callback_module_when_run_as_main() -> None:
+    # `python -m benchmarks.framework_cost` runs a second copy of the module as `__main__`; the
+    # CLI builds the timing callback from `benchmarks.framework_cost`. Both must read the clock
+    # `run` chooses (they once read CPU time and wall time: a ratio of 0.32 instead of ~0.9).
+    spec = importlib.util.spec_from_file_location("framework_cost_main", framework_cost.__file__)
+    as_main = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(as_main)
+    try:
+        as_main.set_clock(lambda: 42.0)
+        assert framework_cost.now() == as_main.now() == 42.0
+    finally:
+        as_main.set_clock(time.perf_counter)
+    assert framework_cost.CLOCK["clock"] is time.perf_counter
 
 
 @pytest.mark.slow
