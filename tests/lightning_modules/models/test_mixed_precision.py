@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -312,3 +314,48 @@ def test_fused_batch_norm_path_is_taken_under_autocast(monkeypatch) -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         block(torch.randn(2, block.conv1.in_channels, 4, 4))
     assert calls == [torch.bfloat16]
+
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One generated demo set for every fit below."""
+    return tmp_path_factory.mktemp("demo-cache")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODULES)
+def test_bf16_mixed_fit_learns(name, demo_cache, tmp_path, monkeypatch) -> None:
+    # `--trainer.precision bf16-mixed` through the CLI on the CPU, the tiny demo (4 classes,
+    # 32 px, 3 epochs): training must run with float32 weights and learn, i.e. the training
+    # loss falls by a tenth from the first epoch to the last (chance: ln 4 = 1.39).
+    from mlflow import MlflowClient
+
+    from experiments.officehome import main
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    epochs = "3"
+    cli = main(
+        [
+            "fit",
+            *("--config", str(REPO / "configs/officehome/demo.yaml")),
+            *("--config", str(REPO / "tests/configs/officehome_tiny.yaml")),
+            *("--data.init_args.cache_dir", str(demo_cache)),
+            *("--trainer.max_epochs", epochs),
+            *("--model.init_args.lr_scheduler.init_args.T_max", epochs),
+            *("--trainer.default_root_dir", str(tmp_path / "outputs")),
+            *("--trainer.precision", "bf16-mixed"),
+            *("--model.init_args.recalibration", name),
+        ]
+    )
+    assert cli.trainer.precision == "bf16-mixed"
+    assert all(p.dtype == torch.float32 for p in cli.model.parameters())
+    client = MlflowClient(uri)
+    losses = [
+        m.value for m in client.get_metric_history(cli.trainer.logger.run_id, "train/loss_epoch")
+    ]
+    assert len(losses) == 3 and all(math.isfinite(loss) for loss in losses), losses
+    assert losses[-1] < 0.9 * losses[0], losses
