@@ -56,7 +56,8 @@ class _SiteRecorder:
             stack = traceback.extract_stack()[:-1]
             # importlib.util.find_spec only asks whether a package exists (Lightning's
             # RequirementCache does for many): not an import.
-            if any(f.name == "find_spec" and f.filename.endswith("util.py") for f in stack):
+            probe = ("<frozen importlib.util>", os.path.join("importlib", "util.py"))
+            if any(f.name == "find_spec" and f.filename.endswith(probe) for f in stack):
                 return None
             frames = [f for f in stack if f.filename.startswith(_roots)]
             _sites[top] = (
