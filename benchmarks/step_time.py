@@ -14,6 +14,12 @@ model state (parameters + gradients + SGD momentum) is added for the step's peak
 exact and the same on every device, where CPU allocator statistics are not available and process
 RSS is dominated by allocator caching. On CUDA, `torch.cuda.max_memory_allocated` of a step is
 recorded as well.
+
+Precision: `--precisions fp32 bf16` runs every model in float32 and under bfloat16 autocast in
+the same rounds (the bf16 rows are named `<model>@bf16` and compared with `<depth>-none@bf16`).
+Clock: on the CPU with one torch thread, a step's time is the thread's CPU time by default, what
+the step costs on an idle core; wall time would add whatever other processes take of a shared
+machine (`--clock wall` measures it).
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ NAME = "step_time"
 MODULES = ("none", "se", "srm", "ge_minus", "ge", "ge_plus", "mssar")
 BACKBONES = ("resnet18", "resnet50")
 NUM_CLASSES = 1000
+# Precision name -> autocast dtype (None: float32 without autocast).
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
 class BackboneWithClassifier(nn.Module):
@@ -49,8 +57,25 @@ class BackboneWithClassifier(nn.Module):
         return self.fc(self.backbone(x))
 
 
-def build_models(backbones, modules, image_size: int, with_timm: bool) -> dict[str, dict]:
-    """Name -> {model, backbone, module, baseline}: every variant the benchmark compares."""
+def build_models(
+    backbones, modules, image_size: int, with_timm: bool, precisions=("fp32",)
+) -> dict[str, dict]:
+    """Name -> {model, backbone, module, precision}: every variant the benchmark compares.
+
+    With several precisions each model is built once per precision (same initial weights), the
+    names of all but float32 suffixed with `@<precision>`.
+    """
+    models: dict[str, dict] = {}
+    for precision in precisions:
+        suffix = "" if precision == "fp32" else f"@{precision}"
+        torch.manual_seed(0)
+        for name, entry in _variants(backbones, modules, image_size, with_timm).items():
+            models[name + suffix] = {**entry, "precision": precision}
+    return models
+
+
+def _variants(backbones, modules, image_size: int, with_timm: bool) -> dict[str, dict]:
+    """Name -> {model, backbone, module}: the models of one precision."""
     models: dict[str, dict] = {}
     for backbone in backbones:
         for module in modules:
@@ -116,7 +141,7 @@ def saved_activation_bytes(step) -> int:
 class TrainingStep:
     """One SGD training step of a model on a fixed batch (callable)."""
 
-    def __init__(self, model, images, labels, channels_last: bool, autocast_dtype) -> None:
+    def __init__(self, model, images, labels, channels_last: bool, autocast_dtype=None) -> None:
         self.model = model.to(images.device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -161,34 +186,48 @@ def run(
     device: str = "cpu",
     channels_last: bool = False,
     autocast_dtype: torch.dtype | None = None,
+    precisions=None,
+    clock: str = "auto",
 ) -> dict:
-    """Time every model round-robin; return the result dictionary (see `write_result`)."""
+    """Time every model round-robin; return the result dictionary (see `write_result`).
+
+    `precisions` (names of `PRECISIONS`) overrides `autocast_dtype`: every model in each.
+    `clock`: `wall`, `cpu` (the calling thread's CPU time; meaningful with one torch thread on
+    the CPU) or `auto` (`cpu` on the CPU with one thread, else `wall`).
+    """
+    if precisions is None:
+        precisions = ["bf16" if autocast_dtype == torch.bfloat16 else "fp32"]
+    if clock == "auto":
+        clock = "cpu" if device == "cpu" and torch.get_num_threads() == 1 else "wall"
+    timer = time.thread_time if clock == "cpu" else time.perf_counter
     torch.manual_seed(0)
-    models = build_models(backbones, modules, image_size, with_timm)
+    models = build_models(backbones, modules, image_size, with_timm, precisions)
     images = torch.randn(batch_size, 3, image_size, image_size, device=device)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, NUM_CLASSES, (batch_size,), device=device)
     steps = {
-        name: TrainingStep(entry["model"], images, labels, channels_last, autocast_dtype)
+        name: TrainingStep(
+            entry["model"], images, labels, channels_last, PRECISIONS[entry["precision"]]
+        )
         for name, entry in models.items()
     }
     times: dict[str, list[float]] = {name: [] for name in steps}
     for round_index in range(warmup + repeats):
         for name, step in steps.items():
-            start = time.perf_counter()
+            start = timer()
             step()
-            elapsed = time.perf_counter() - start
+            elapsed = timer() - start
             if round_index >= warmup:
                 times[name].append(elapsed)
     rows = []
     for name, step in steps.items():
         entry = models[name]
-        plain = f"{entry['backbone']}-none"
         row = {
             "model": name,
             "backbone": entry["backbone"],
             "module": entry["module"],
+            "precision": entry["precision"],
             "step_ms_median": 1000 * statistics.median(times[name]),
             "step_ms_min": 1000 * min(times[name]),
             "repeats": len(times[name]),
@@ -203,7 +242,8 @@ def run(
         rows.append(row)
     by_name = {row["model"]: row for row in rows}
     for row in rows:
-        plain = by_name.get(f"{row['backbone']}-none")
+        suffix = "" if row["precision"] == "fp32" else f"@{row['precision']}"
+        plain = by_name.get(f"{row['backbone']}-none{suffix}")
         if plain is not None:
             row["time_ratio"] = row["step_ms_median"] / plain["step_ms_median"]
             row["activation_ratio"] = row["activation_mb"] / plain["activation_mb"]
@@ -221,7 +261,8 @@ def run(
             "warmup_rounds": warmup,
             "timed_rounds": repeats,
             "channels_last": channels_last,
-            "autocast": str(autocast_dtype) if autocast_dtype else None,
+            "precisions": " ".join(precisions),
+            "clock": clock,
             "optimizer": "SGD momentum 0.9",
         },
         "rows": rows,
@@ -251,6 +292,7 @@ def targets(by_name: dict[str, dict]) -> dict:
 
 COLUMNS = (
     "model",
+    "precision",
     "step_ms_median",
     "repeats",
     "time_ratio",
@@ -268,6 +310,8 @@ SE-ResNet-50 against ResNet-50). `activation_mb`: bytes autograd saves for the b
 (saved-tensor hooks, each storage once, parameters excluded); `peak_mb` adds parameters,
 gradients and momentum, i.e. the step's peak up to allocator overhead and transient buffers.
 `srm_reference` is the SRM reference formula differentiated by autograd (`fused=False`).
+`@bf16` rows run under bfloat16 autocast, their ratios against the plain backbone's `@bf16` row.
+Step times are the main thread's CPU time when `clock` is `cpu` (one torch thread on the CPU).
 """
 
 
@@ -291,6 +335,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--bf16", action="store_true", help="autocast to bfloat16")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=list(PRECISIONS),
+        default=None,
+        help="run every model in each (rows `<model>@bf16`); overrides --bf16",
+    )
+    parser.add_argument("--clock", choices=("auto", "wall", "cpu"), default="auto")
     parser.add_argument(
         "--threads",
         type=int,
@@ -316,6 +368,8 @@ def run_from_args(args: argparse.Namespace, results_dir=None) -> dict:
         device=args.device,
         channels_last=args.channels_last,
         autocast_dtype=torch.bfloat16 if args.bf16 else None,
+        precisions=getattr(args, "precisions", None),
+        clock=getattr(args, "clock", "auto"),
     )
     write_result(args.name, result, COLUMNS, NOTES, results_dir)
     return result

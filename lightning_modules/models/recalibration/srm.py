@@ -14,6 +14,12 @@ The options reproduce the SRM paper's ablations of its two steps: style pooling 
 SE-like channel-mixing `mlp` with reduction r = 16), plus `gate_init`, the initial gamma of the
 gate's batch norm (1 in the paper). The fused kernels implement `avg+std` pooling with `cfc`;
 every other variant runs its formula through autograd.
+
+Mixed precision: under autocast the feature map arrives in bfloat16 or float16; the style
+statistics and the gate are computed in float32 on every path, and the output has the map's
+dtype. Under `torch.compile` the formula itself is traced (the fused kernels are hand-written
+autograd Functions that the compiler would only run as opaque calls), and the compiler fuses it
+into its own kernels.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from lightning_modules.models.recalibration.srm_fused import (
     FusedBatchNormStyleRecalibration,
     FusedStyleRecalibration,
     can_fuse_batch_norm,
+    statistics_dtype,
 )
 
 STYLE_POOLING_EPS = 1e-5
@@ -111,17 +118,18 @@ class StyleRecalibration(RecalibrationModule):
             nn.init.constant_(self.bn.weight, gate_init)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Recalibrate a (B, C, H, W) feature map; the output has the same shape."""
-        if self.fused and self.fusable:
+        """Recalibrate a (B, C, H, W) feature map; the output has the same shape and dtype."""
+        if self.fused and self.fusable and not torch.compiler.is_compiling():
             return FusedStyleRecalibration.apply(
                 x, self.cfc.weight, self.bn.weight, self.bn.bias, self.bn, self.eps
             )
-        return x * self.gate(x)
+        return x * self.gate(x).to(x.dtype)
 
     def gate(self, x: Tensor) -> Tensor:
         """The gate by its formula, through autograd: (B, C, 1, 1), in (0, 1).
 
         In training mode the batch norm uses the batch statistics and updates its running ones.
+        The statistics are float32 for a bfloat16/float16 map (autocast).
         """
         if self.fusable:
             return srm_gate_reference(x, self.cfc.weight, self.bn, self.eps)
@@ -153,6 +161,7 @@ class StyleRecalibration(RecalibrationModule):
         if (
             self.fused
             and self.fusable
+            and not torch.compiler.is_compiling()
             and not self._forward_hooks
             and can_fuse_batch_norm(batch_norm, x)
         ):
@@ -213,14 +222,16 @@ def style_pooling(x: Tensor, eps: float = STYLE_POOLING_EPS) -> tuple[Tensor, Te
         eps: Added to the variance before the square root, keeping its gradient finite.
 
     Returns:
-        `(mean, std)`, each of shape (B, C); `std = sqrt(unbiased variance + eps)`.
+        `(mean, std)`, each of shape (B, C); `std = sqrt(unbiased variance + eps)`. Float32
+        for a bfloat16/float16 map: a variance rounded to bfloat16 (3 significant digits)
+        would pass its rounding on to every gate.
     """
     height, width = x.shape[-2:]
     # The reference implementation uses the unbiased (N - 1) variance. A single spatial position
     # has no spread, and the unbiased estimate would be 0/0 = NaN there, so it counts as 0.
     correction = 1 if height * width > 1 else 0
     # One pass over x yields both statistics.
-    variance, mean = torch.var_mean(x, dim=(2, 3), correction=correction)
+    variance, mean = torch.var_mean(x.to(statistics_dtype(x)), dim=(2, 3), correction=correction)
     return mean, torch.sqrt(variance + eps)
 
 
@@ -234,15 +245,16 @@ def style_statistics(x: Tensor, statistics: tuple[str, ...], eps: float) -> Tens
         eps: Style pooling's variance epsilon.
 
     Returns:
-        Shape (B, C, len(statistics)), in the order given.
+        Shape (B, C, len(statistics)), in the order given; float32 for a bfloat16/float16 map.
     """
+    dtype = statistics_dtype(x)
     if "std" in statistics:
         mean, std = style_pooling(x, eps)
     else:
-        mean, std = x.mean(dim=(2, 3)), None
+        mean, std = x.mean(dim=(2, 3), dtype=dtype), None
     by_name = {"mean": mean, "std": std}
     if "max" in statistics:
-        by_name["max"] = x.amax(dim=(2, 3))
+        by_name["max"] = x.amax(dim=(2, 3)).to(dtype)
     return torch.stack([by_name[name] for name in statistics], dim=-1)
 
 

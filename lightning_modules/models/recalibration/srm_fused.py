@@ -4,6 +4,12 @@ They compute exactly what the reference formula in srm.py (`srm_gate_reference`)
 fewer full-size passes and saved tensors: `FusedStyleRecalibration` is `x * gate(x)`, and
 `FusedBatchNormStyleRecalibration` is SRM applied to a training-mode BatchNorm2d's output in one
 go. srm.py imports them; nothing here imports srm.py.
+
+Mixed precision (autocast to bfloat16 or float16): a feature map in reduced precision is read as
+it is, but every per-(sample, channel) quantity (style statistics, gate, gradient sums) is
+computed and accumulated in float32, and each full-size result (output, input gradient) is
+rounded once to the map's dtype. On the CPU batch norm's mixed-precision kernels (a bfloat16
+input with float32 statistics) do this in the same passes as in float32.
 """
 
 from __future__ import annotations
@@ -12,6 +18,14 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+# Autocast's dtypes: maps in these are reduced with float32 accumulators and statistics.
+REDUCED_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def statistics_dtype(x: Tensor) -> torch.dtype:
+    """The dtype of `x`'s per-map statistics: float32 for a reduced-precision map, else its own."""
+    return torch.float32 if x.dtype in REDUCED_PRECISION else x.dtype
+
 
 def _spatial_mean_and_variance(x: Tensor, correction: int) -> tuple[Tensor, Tensor]:
     """Per-(B, C) mean and variance over H x W, as `torch.var_mean` computes them, only faster.
@@ -19,17 +33,27 @@ def _spatial_mean_and_variance(x: Tensor, correction: int) -> tuple[Tensor, Tens
     On the CPU `var_mean` over the last two dimensions runs a scalar Welford loop, about four
     times slower than batch norm's vectorised two-pass statistics kernel; viewing the map as
     one sample of B * C channels lets `torch.batch_norm_update_stats` compute exactly these
-    statistics (mean and biased variance). Other layouts and dtypes fall back to `var_mean`.
+    statistics (mean and biased variance). A bfloat16/float16 map on the CPU goes through the
+    kernel's mixed-precision variant, which float32 running buffers select (momentum 0 leaves
+    them as they are): it accumulates in float32 and returns float32 statistics, in one pass
+    over the map as read (a float32 copy first would cost 5x as much). Other layouts and
+    devices fall back to `var_mean`, in float32 for a reduced-precision map.
     """
     batch, channels, height, width = x.shape
     count = height * width
-    if x.is_contiguous() and x.dtype in (torch.float32, torch.float64) and count > 1:
-        mean, biased_variance = torch.batch_norm_update_stats(
-            x.view(1, batch * channels, count), None, None, 0.0
-        )
+    full_precision = x.dtype in (torch.float32, torch.float64)
+    if x.is_contiguous() and count > 1 and (full_precision or _uses_batch_norm_kernels(x)):
+        maps = batch * channels
+        buffers = (None, None)
+        if x.dtype in REDUCED_PRECISION:
+            buffers = (
+                x.new_zeros(maps, dtype=torch.float32),
+                x.new_ones(maps, dtype=torch.float32),
+            )
+        mean, biased_variance = torch.batch_norm_update_stats(x.view(1, maps, count), *buffers, 0.0)
         variance = biased_variance * (count / (count - correction))
         return mean.view(batch, channels), variance.view(batch, channels)
-    variance, mean = torch.var_mean(x, dim=(2, 3), correction=correction)
+    variance, mean = torch.var_mean(x.to(statistics_dtype(x)), dim=(2, 3), correction=correction)
     return mean, variance
 
 
@@ -39,19 +63,28 @@ def _uses_batch_norm_kernels(x: Tensor) -> bool:
     Viewed as one sample of B * C channels, a contiguous (B, C, H, W) map lets batch norm's
     kernels apply a per-(sample, channel) affine map and sum per (sample, channel) far faster
     on the CPU than broadcasting tensor operations (measured at 224 px: 22 vs 39 ms for the
-    affine map, 8 vs 37 ms for the two sums).
+    affine map, 8 vs 37 ms for the two sums). A bfloat16/float16 map with float32 coefficients
+    takes their mixed-precision variant (float32 arithmetic, output in the map's dtype).
     """
     return (
-        x.device.type == "cpu" and x.is_contiguous() and x.dtype in (torch.float32, torch.float64)
+        x.device.type == "cpu"
+        and x.is_contiguous()
+        and x.dtype in (torch.float32, torch.float64, *REDUCED_PRECISION)
     )
 
 
-def _per_map_affine(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
-    """`scale * x + shift` with (B, C) coefficients, as a new (B, C, H, W) tensor."""
+def _per_map_affine(x: Tensor, scale: Tensor, shift: Tensor | None = None) -> Tensor:
+    """`scale * x + shift` with (B, C) coefficients, as a new (B, C, H, W) tensor in x's dtype.
+
+    The arithmetic is in the coefficients' dtype (float32 for a reduced-precision map), the
+    result rounded once to x's dtype. `shift=None` is no shift.
+    """
+    out = torch.empty_like(x)
     if _uses_batch_norm_kernels(x):
         batch, channels, height, width = x.shape
         maps = batch * channels
-        out = torch.empty_like(x)
+        if shift is None:
+            shift = scale.new_zeros(maps)
         # Eval-mode batch norm with mean 0, variance 1 and eps 0 is exactly scale * x + shift.
         # Written through a view into `out`, so what is returned is no view (a custom autograd
         # function's output must not be one: the block adds its shortcut in place).
@@ -59,24 +92,31 @@ def _per_map_affine(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
             x.view(1, maps, height * width),
             scale.reshape(-1),
             shift.reshape(-1),
-            x.new_zeros(maps),
-            x.new_ones(maps),
+            scale.new_zeros(maps),
+            scale.new_ones(maps),
             False,
             0.0,
             0.0,
             out=out.view(1, maps, height * width),
-            save_mean=x.new_empty(0),
-            save_invstd=x.new_empty(0),
+            save_mean=scale.new_empty(0),
+            save_invstd=scale.new_empty(0),
         )
         return out
-    return torch.addcmul(shift[:, :, None, None], x, scale[:, :, None, None])
+    # `out=` in x's dtype: computed in the promoted (coefficient) dtype, rounded once on write.
+    if shift is None:
+        return torch.mul(x, scale[:, :, None, None], out=out)
+    return torch.addcmul(shift[:, :, None, None], x, scale[:, :, None, None], out=out)
 
 
 def _per_map_gradient_sums(grad: Tensor, x: Tensor, mean: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-(B, C) `sum(grad)` and `sum(grad * (x - mean))` over H x W; `mean` is (B, C)."""
+    """Per-(B, C) `sum(grad)` and `sum(grad * (x - mean))` over H x W; `mean` is (B, C).
+
+    In `mean`'s dtype (float32 for a reduced-precision map), accumulated in float32 or better.
+    """
     if _uses_batch_norm_kernels(x) and grad.is_contiguous():
         batch, channels, height, width = x.shape
-        # Batch norm's backward reduction computes exactly these two sums per channel.
+        # Batch norm's backward reduction computes exactly these two sums per channel (with a
+        # float32 `mean`, in float32 for a bfloat16/float16 map: the mixed-precision kernel).
         _, sum_grad_centred, sum_grad = torch.ops.aten.native_batch_norm_backward(
             grad.view(1, batch * channels, height * width),
             x.view(1, batch * channels, height * width),
@@ -84,14 +124,28 @@ def _per_map_gradient_sums(grad: Tensor, x: Tensor, mean: Tensor) -> tuple[Tenso
             None,
             None,
             mean.reshape(-1),
-            x.new_ones(batch * channels),
+            mean.new_ones(batch * channels),
             True,
             0.0,
             [False, True, True],
         )
         return sum_grad.view(batch, channels), sum_grad_centred.view(batch, channels)
+    if x.dtype in REDUCED_PRECISION:
+        # Float32 copies of this one map (freed on return): einsum in bfloat16 would round the
+        # sums, and products rounded to bfloat16 would put every term off by up to 2^-8.
+        grad, x = grad.to(mean.dtype), x.to(mean.dtype)
     sum_grad = grad.sum(dim=(2, 3))
     return sum_grad, torch.einsum("bchw,bchw->bc", grad, x) - mean * sum_grad
+
+
+def _full_size_coefficient(coefficient: Tensor, grad: Tensor) -> Tensor:
+    """A (B, C) coefficient as (B, C, 1, 1) in `grad`'s dtype, for an in-place product with it.
+
+    In a reduced-precision map's dtype: a float32 operand would send the in-place update of a
+    bfloat16 tensor through the CPU's unvectorised mixed-dtype loop (6x slower); the update is
+    still computed in float32 and rounded once, the coefficient itself rounded first.
+    """
+    return coefficient.to(grad.dtype)[:, :, None, None]
 
 
 def _style_statistics(x: Tensor, eps: float) -> tuple[Tensor, Tensor, int]:
@@ -185,22 +239,24 @@ class FusedStyleRecalibration(torch.autograd.Function):
         mean, std, ctx.count_minus_correction = _style_statistics(x, eps)
         gate = _gate_forward(ctx, mean, std, cfc_weight, bn_weight, bn_bias, batch_norm)
         ctx.save_for_backward(x, mean, std)
-        return x * gate[:, :, None, None]
+        return _per_map_affine(x, gate)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_output: Tensor):
         x, mean, std = ctx.saved_tensors
         gate = ctx.gate_graph[0].detach()
-        # dL/dg = sum over positions of grad * x, in one pass and without a full-size product.
-        grad_gate = torch.einsum("bchw,bchw->bc", grad_output, x)
+        # dL/dg = sum over positions of grad * x = sum(grad * (x - mean)) + mean * sum(grad):
+        # one pass, no full-size product, accumulated in the statistics' dtype.
+        sum_grad, sum_grad_centred = _per_map_gradient_sums(grad_output, x, mean)
+        grad_gate = sum_grad_centred + mean * sum_grad
         grad_mean, grad_std, grad_parameters = _gate_backward(ctx, grad_gate)
         grad_x = None
         if ctx.needs_input_grad[0]:
             count = x.shape[-2] * x.shape[-1]
             slope, offset = _style_slope_and_offset(ctx, grad_mean, grad_std, mean, std, count)
-            grad_x = torch.addcmul(offset[:, :, None, None], x, slope[:, :, None, None])
-            grad_x.addcmul_(grad_output, gate[:, :, None, None])
+            grad_x = _per_map_affine(x, slope, offset)
+            grad_x.addcmul_(grad_output, _full_size_coefficient(gate, grad_output))
         return grad_x, *grad_parameters, None, None
 
 
@@ -319,7 +375,7 @@ class FusedBatchNormStyleRecalibration(torch.autograd.Function):
         coefficient_x = alpha * (p - k)
         constant = alpha * (q - p * batch_mean - grad_bn2d_bias / total + k * batch_mean)
         grad_x = _per_map_affine(x, coefficient_x, constant)
-        grad_x.addcmul_(grad_output, (alpha * gate)[:, :, None, None])
+        grad_x.addcmul_(grad_output, _full_size_coefficient(alpha * gate, grad_output))
         return grad_x, grad_bn2d_weight, grad_bn2d_bias, None, *grad_parameters, None, None
 
 
@@ -327,8 +383,10 @@ def can_fuse_batch_norm(batch_norm2d: nn.Module, x: Tensor) -> bool:
     """Whether `FusedBatchNormStyleRecalibration` computes exactly what calling the BN does.
 
     Only a plain training-mode BatchNorm2d with affine parameters, running statistics, a fixed
-    momentum, the input's dtype (not autocast's mixed precision) and no hooks; anything else
-    (SyncBatchNorm, eval mode, bf16 autocast) takes the unfused path.
+    momentum and no hooks, whose parameters have the input's dtype or, under autocast, are
+    float32 for a bfloat16/float16 input (as nn.BatchNorm2d, the fused path then computes in
+    float32 and returns the input's dtype); anything else (SyncBatchNorm, eval mode) takes the
+    unfused path.
     """
     # Hooks on the batch norm must see its output, which the fused path never materialises.
     # nn.Module has no public "has hooks" query, so the private dicts are read;
@@ -339,7 +397,7 @@ def can_fuse_batch_norm(batch_norm2d: nn.Module, x: Tensor) -> bool:
         and batch_norm2d.affine
         and batch_norm2d.track_running_stats
         and batch_norm2d.momentum is not None
-        and batch_norm2d.weight.dtype == x.dtype
+        and batch_norm2d.weight.dtype in (x.dtype, statistics_dtype(x))
         and x.dim() == 4
         and x.shape[0] * x.shape[-2] * x.shape[-1] > 1
         and not batch_norm2d._forward_hooks
