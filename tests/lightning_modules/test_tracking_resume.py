@@ -129,11 +129,14 @@ def test_no_readable_checkpoint_says_so_and_starts_afresh(store) -> None:
     assert "starting a new run" in choice.reason
 
 
-HOLD = LOAD + """
+HOLD = (
+    LOAD
+    + """
 writer.WriterLock(sys.argv[1]).acquire(sys.argv[2])
 print("held", flush=True)
 time.sleep(60)
 """
+)
 
 
 def test_a_run_a_live_process_writes_is_refused_naming_it(store) -> None:
