@@ -163,26 +163,6 @@ def labelled(listed: list[ListedImage], class_names: Sequence[str]) -> LabelledF
     return [(path, label_of[class_name]) for path, class_name, _ in listed]
 
 
-def apply_per_domain_batches(datamodule: MultiDomainDataModule, per_domain: int | None) -> None:
-    """DomainBed's batches: `per_domain` images of every trained domain in each training batch
-    (the batch size becomes `per_domain` times the number of trained domains)."""
-    if per_domain is None:
-        return
-    trained = datamodule.trained_domains
-    datamodule.batch_size = per_domain * len(trained)
-    datamodule.domain_proportions = dict.fromkeys(trained, 1.0)
-
-
-def check_per_domain_batch(per_domain: int | None, prepared: str | None) -> None:
-    if per_domain is not None and per_domain < 1:
-        raise ValueError(f"batch_size_per_domain={per_domain} must be at least 1 (or null)")
-    if per_domain is not None and prepared is not None:
-        raise ValueError(
-            "data.batch_size_per_domain does not apply to data.prepared (the shards are "
-            "streamed in LitData's shuffled order); set one of them to null"
-        )
-
-
 class DomainBedImageFolderDataModule(MultiDomainDataModule):
     """A DomainBed image-folder dataset; subclasses set `facts` and, if the dataset has official
     split lists, `has_official_splits` and `official_split_lists`."""
@@ -226,9 +206,7 @@ class DomainBedImageFolderDataModule(MultiDomainDataModule):
                 f"split={split!r}; valid choices for {facts.title}: {list(choices)}"
                 + ("" if self.has_official_splits else " (it has no official split lists)")
             )
-        check_per_domain_batch(batch_size_per_domain, kwargs.get("prepared"))
         self.split = split
-        self.batch_size_per_domain = batch_size_per_domain
         self.selected_domains = [resolve_domain_name(d, facts) for d in domains or facts.domains]
         held_out = [resolve_domain_name(d, facts) for d in held_out_domains or []]
         targets = [resolve_domain_name(d, facts) for d in target_domains or []]
@@ -238,7 +216,13 @@ class DomainBedImageFolderDataModule(MultiDomainDataModule):
                 f"held_out_domains/target_domains {not_selected} are not among domains "
                 f"{self.selected_domains}"
             )
-        super().__init__(root=root, held_out_domains=held_out, target_domains=targets, **kwargs)
+        super().__init__(
+            root=root,
+            held_out_domains=held_out,
+            target_domains=targets,
+            batch_size_per_domain=batch_size_per_domain,
+            **kwargs,
+        )
 
     @cached_property
     def image_root(self) -> Path:
@@ -260,7 +244,3 @@ class DomainBedImageFolderDataModule(MultiDomainDataModule):
     def official_split_lists(self, domain: DomainData) -> dict[str, LabelledFiles]:
         """A domain's splits from the dataset's lists (datasets with `has_official_splits`)."""
         raise NotImplementedError(f"{type(self).__name__} has no official split lists")
-
-    def setup(self, stage: str | None = None) -> None:
-        apply_per_domain_batches(self, self.batch_size_per_domain)
-        super().setup(stage)

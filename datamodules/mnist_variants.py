@@ -50,7 +50,6 @@ from datamodules.data.layout import DomainData, DomainSource
 from datamodules.data.mnist_idx import find_mnist_raw, load_mnist
 from datamodules.data.transforms import ToUint8Tensor
 from datamodules.demo.mnist import ensure_mnist_demo
-from datamodules.domainbed import apply_per_domain_batches, check_per_domain_batch
 
 ROTATED_MNIST_ANGLES = (0, 15, 30, 45, 60, 75)
 COLORED_MNIST_ENVIRONMENTS = ("+90%", "+80%", "-90%")
@@ -168,9 +167,7 @@ class MNISTEnvironmentsDataModule(MultiDomainDataModule):
                 f"held_out_domains {unknown}: not environments of {type(self).__name__}; "
                 f"valid choices: {list(self.environment_names)}"
             )
-        check_per_domain_batch(batch_size_per_domain, None)
         self.environment_seed = environment_seed
-        self.batch_size_per_domain = batch_size_per_domain
         # The images are 28x28 arrays already in memory, shown as DomainBed shows them: the
         # image settings and augmentation are fixed here, and LightningCLI does not offer them.
         super().__init__(
@@ -182,6 +179,7 @@ class MNISTEnvironmentsDataModule(MultiDomainDataModule):
             image_size=28,
             resize_size=28,
             batch_size=batch_size,
+            batch_size_per_domain=batch_size_per_domain,
             eval_batch_size=eval_batch_size,
             num_workers=num_workers,
             persistent_workers=persistent_workers,
@@ -256,10 +254,6 @@ class MNISTEnvironmentsDataModule(MultiDomainDataModule):
         samples = self.split_samples[split]
         rows = [self._row_of[sample.path] for sample in samples]
         return InMemoryImageDataset(self.environments.images, rows, samples, ToUint8Tensor())
-
-    def setup(self, stage: str | None = None) -> None:
-        apply_per_domain_batches(self, self.batch_size_per_domain)
-        super().setup(stage)
 
 
 class RotatedMNISTDataModule(MNISTEnvironmentsDataModule):
