@@ -215,11 +215,11 @@ def add_ratios(rows: list[dict]) -> None:
 
 def run_input(config: dict, workers: int) -> dict:
     """Prepared-shard throughput with `workers` loader workers (images/s over timed passes)."""
-    from benchmarks.input_pipeline import generate_jpegs, make_loaders, one_pass, prepare_shards
+    from benchmarks.input_pipeline import generate_jpegs, make_loaders, one_pass, write_shards
 
     with tempfile.TemporaryDirectory(prefix="stylebench-gpu-input-") as folder:
         paths = generate_jpegs(Path(folder), config["input_images"])
-        shards = prepare_shards(paths, Path(folder) / "shards")
+        shards = write_shards(paths, Path(folder) / "shards")
         loader, normalize = make_loaders(paths, 224, 32, workers, shards)["prepared_shards"]
         if workers > 0:
             one_pass(loader, normalize)  # starts the persistent workers

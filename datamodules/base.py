@@ -77,6 +77,10 @@ __all__ = [
 ]
 
 
+#: `data.eval_order` choices (see `MultiDomainDataModule`).
+EVAL_ORDERS = ("listed", "shuffled")
+
+
 class MultiDomainDataModule(CueConflictStimuli, pl.LightningDataModule):
     """Base DataModule: domains -> seeded or official splits -> datasets -> loaders."""
 
@@ -105,6 +109,7 @@ class MultiDomainDataModule(CueConflictStimuli, pl.LightningDataModule):
         augmentation: AugmentationConfig | None = None,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
+        eval_order: str = "listed",
         num_workers: int = 4,
         persistent_workers: bool = True,
         pin_memory: bool = True,
@@ -136,6 +141,10 @@ class MultiDomainDataModule(CueConflictStimuli, pl.LightningDataModule):
             augmentation: training augmentation settings.
             batch_size: training batch size (per process).
             eval_batch_size: validation/test batch size (default: `batch_size`).
+            eval_order: order of the validation and test images: `listed` (each domain's
+                images class by class) or `shuffled` (each domain's images in an order seeded by
+                `split_seed`, as DomainBed evaluates). Accuracy does not depend on it; methods
+                whose predictions depend on the batch (ARM's context) do.
             num_workers: DataLoader worker processes.
             persistent_workers: keep workers between epochs (only with `num_workers > 0`).
             pin_memory: page-locked host memory for faster copies to the GPU.
@@ -197,6 +206,8 @@ class MultiDomainDataModule(CueConflictStimuli, pl.LightningDataModule):
                     "data.batch_size_per_domain draws equal shares of the trained domains: set "
                     "data.domain_proportions or batch_size_per_domain to null"
                 )
+        if eval_order not in EVAL_ORDERS:
+            raise ValueError(f"data.eval_order={eval_order!r}; valid choices: {list(EVAL_ORDERS)}")
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise ValueError(
                 f"data.on_bad_image={on_bad_image!r}; valid choices: {list(BAD_IMAGE_POLICIES)}"
@@ -211,6 +222,7 @@ class MultiDomainDataModule(CueConflictStimuli, pl.LightningDataModule):
         self._batch_size = batch_size
         self.batch_size_per_domain = batch_size_per_domain
         self.eval_batch_size = eval_batch_size or batch_size
+        self.eval_order = eval_order
         self.num_workers = num_workers
         self.persistent_workers = persistent_workers and num_workers > 0
         self.pin_memory = pin_memory

@@ -136,6 +136,7 @@ class MNISTEnvironmentsDataModule(MultiDomainDataModule):
         batch_size: int = 64,
         batch_size_per_domain: int | None = None,
         eval_batch_size: int | None = None,
+        eval_order: str = "listed",
         num_workers: int = 2,
         persistent_workers: bool = True,
         pin_memory: bool = True,
@@ -157,6 +158,8 @@ class MNISTEnvironmentsDataModule(MultiDomainDataModule):
             batch_size_per_domain: DomainBed's batches: this many digits of every trained
                 environment per batch (DomainBed: 64); replaces `batch_size` for training.
             eval_batch_size: validation/test batch size (default: `batch_size`).
+            eval_order: `listed` or `shuffled` (each environment's digits in a seeded order,
+                as DomainBed evaluates; ARM's predictions depend on it).
             num_workers: DataLoader worker processes (the images are in memory: few needed).
             persistent_workers: keep workers between epochs (only with `num_workers > 0`).
             pin_memory: page-locked host memory for faster copies to the GPU.
@@ -181,6 +184,7 @@ class MNISTEnvironmentsDataModule(MultiDomainDataModule):
             batch_size=batch_size,
             batch_size_per_domain=batch_size_per_domain,
             eval_batch_size=eval_batch_size,
+            eval_order=eval_order,
             num_workers=num_workers,
             persistent_workers=persistent_workers,
             pin_memory=pin_memory,

@@ -29,6 +29,7 @@ from datamodules.data.samplers import (
     DomainBalancedSampler,
     UnpaddedDistributedSampler,
     distributed_world,
+    shuffled_within_domains,
 )
 from datamodules.data.samples import SampleArray
 from datamodules.data.splitting import TARGET_TRAIN_SPLIT, TRAINING_SPLITS
@@ -69,7 +70,7 @@ def split_sampler(datamodule, split: str, dataset: Dataset):
     """The split's sampler, or None to let the DataLoader (and Lightning, under DDP) decide:
     domain-balanced for `train` with `domain_proportions` or `batch_size_per_domain`, unpadded
     for the other splits under DDP (Lightning's default pads the last batch with repeated
-    samples, which per-domain accuracy would count twice)."""
+    samples, which per-domain accuracy would count twice) or with `eval_order: shuffled`."""
     proportions = datamodule.training_domain_proportions if split == "train" else None
     if proportions:
         return domain_balanced_sampler(
@@ -80,7 +81,12 @@ def split_sampler(datamodule, split: str, dataset: Dataset):
             datamodule.batch_size,
             datamodule.split_seed,
         )
-    if split != "train" and torch.distributed.is_available() and torch.distributed.is_initialized():
+    if split == "train":
+        return None
+    if datamodule.eval_order == "shuffled":
+        order = shuffled_within_domains(dataset.samples.domain_indices, datamodule.split_seed)
+        return UnpaddedDistributedSampler(dataset, order=order)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
         return UnpaddedDistributedSampler(dataset)
     return None
 

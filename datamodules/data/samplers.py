@@ -20,6 +20,14 @@ def distributed_world() -> tuple[int, int]:
     return 1, 0
 
 
+def shuffled_within_domains(domain_indices: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded evaluation order: the domains in their listed order, each domain's samples in a
+    random order (DomainBed evaluates each domain in a seeded shuffle; the splits here list a
+    domain's images class by class)."""
+    keys = np.random.default_rng(seed).random(len(domain_indices))
+    return np.lexsort((keys, np.asarray(domain_indices)))
+
+
 def apportion(total: int, weights: Sequence[float]) -> list[int]:
     """Split `total` into integer parts proportional to `weights` (largest remainder)."""
     weights_array = np.asarray(weights, dtype=np.float64)
@@ -119,7 +127,22 @@ class UnpaddedDistributedSampler(DistributedSampler):
     the ranks (PyTorch's DistributedSampler pads with repeats, which would count some samples
     twice in per-domain accuracy). Ranks may differ by one sample."""
 
-    def __init__(self, dataset, num_replicas: int | None = None, rank: int | None = None) -> None:
+    def __init__(
+        self,
+        dataset,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        order: Sequence[int] | None = None,
+    ) -> None:
+        """Take this rank's share of the dataset, in the dataset's order or in `order`.
+
+        Args:
+            dataset: the split's dataset.
+            num_replicas: processes (default: the process group's size, 1 without one).
+            rank: this process's rank (default: the process group's).
+            order: the evaluation order, a permutation of the dataset's indices (default:
+                as listed).
+        """
         world, own_rank = distributed_world()
         super().__init__(
             dataset,
@@ -127,11 +150,14 @@ class UnpaddedDistributedSampler(DistributedSampler):
             rank=own_rank if rank is None else rank,
             shuffle=False,
         )
+        self.order = list(range(len(dataset))) if order is None else [int(i) for i in order]
+        if sorted(self.order) != list(range(len(dataset))):
+            raise ValueError("order must be a permutation of the dataset's indices")
         self.num_samples = len(range(self.rank, len(dataset), self.num_replicas))
         self.total_size = len(dataset)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.total_size, self.num_replicas))
+        return iter(self.order[self.rank : self.total_size : self.num_replicas])
 
     def __len__(self) -> int:
         return self.num_samples

@@ -20,16 +20,17 @@ Groups:
   the split in order: with a multiple of `support_size` (e.g. 64, as DomainBed) every group
   holds `support_size` consecutive images; the last, smaller batch of a split is usually one
   group. A prediction therefore depends on the images it is batched with, as in the paper.
-  Caveat: the project's splits list each domain's images class by class
-  (`datamodules/data/splitting.py`), so consecutive images mostly share a domain *and a class*,
-  whereas DomainBed's evaluation order is a seeded shuffle of each domain: here the context can
-  carry class information that DomainBed's groups do not, which flatters ARM's evaluation
-  accuracy. Compare ARM with DomainBed's numbers only with a shuffled evaluation order.
+  The project's splits list each domain's images class by class, so with
+  `data.init_args.eval_order: listed` (the general default) consecutive images mostly share a
+  domain *and a class*, and the context can carry class information that DomainBed's groups
+  do not, which flatters ARM's evaluation accuracy. DomainBed evaluates each domain in a seeded
+  shuffle: `data.init_args.eval_order: shuffled` does the same (the DomainBed protocol configs,
+  e.g. `configs/officehome/domainbed.yaml` and `configs/pacs/leave_one_out.yaml`, set it);
+  compare ARM with DomainBed's numbers only with it.
 
-Batch size: DomainBed fixes ARM's batch size to 8 per domain (not searched). Here set
-`data.init_args.batch_size` to 8 x the number of trained domains with equal
-`data.init_args.domain_proportions` (e.g. 24 for three training domains, each batch then holds
-8 images of each), and `data.init_args.eval_batch_size: 64`.
+Batch size: DomainBed fixes ARM's batch size to 8 per domain (not searched): set
+`data.init_args.batch_size_per_domain: 8` (each batch then holds 8 images of every trained
+domain) and `data.init_args.eval_batch_size: 64`.
 
 Deviation from DomainBed (a known bug): DomainBed's ARM builds its Adam in ERM's constructor
 over `network` only, so the context network is never trained (it stays at its random

@@ -45,6 +45,11 @@ class ShardsSource(SampleSource):
                     f"data.{setting} does not apply to data.shards (the shards are streamed "
                     "in LitData's shuffled order); set one of them to null"
                 )
+        if datamodule.eval_order != "listed":
+            raise ValueError(
+                "data.eval_order: shuffled does not apply to data.shards (the shards are "
+                "streamed in LitData's order); set data.eval_order to listed"
+            )
         self.uri = uri
         # LitData's stream positions, restored from a checkpoint before the loaders are built.
         self._stream_state: dict = {}
