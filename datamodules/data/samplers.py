@@ -58,13 +58,15 @@ class DomainBalancedSampler(DistributedSampler):
         rank: int | None = None,
         seed: int = 0,
     ) -> None:
-        """Args:
-        domain_of_sample: the domain index of each sample of the dataset.
-        batch_size: the per-process batch size (the loader must use the same).
-        proportions: weight of each domain index in a batch (default: equal).
-        num_replicas: number of processes (default: from the process group).
-        rank: this process's rank (default: from the process group).
-        seed: shared by all ranks; the epoch is added to it.
+        """Plan batches that draw from every domain in `proportions`, split across the ranks.
+
+        Args:
+            domain_of_sample: the domain index of each sample of the dataset.
+            batch_size: the per-process batch size (the loader must use the same).
+            proportions: weight of each domain index in a batch (default: equal).
+            num_replicas: number of processes (default: from the process group).
+            rank: this process's rank (default: from the process group).
+            seed: shared by all ranks; the epoch is added to it.
         """
         world, own_rank = distributed_world()
         self.num_replicas = world if num_replicas is None else num_replicas

@@ -44,9 +44,11 @@ class FreezeBatchNorm(pl.Callback):
     running statistics used, never updated; affine parameters trained."""
 
     def __init__(self, include_recalibration: bool = False) -> None:
-        """Args:
-        include_recalibration: freeze the recalibration modules' BatchNorm layers too (they
-            start from scratch, so by default they keep normalising with batch statistics).
+        """Freeze the backbone's BatchNorm layers, and optionally the recalibration modules'.
+
+        Args:
+            include_recalibration: freeze the recalibration modules' BatchNorm layers too (they
+                start from scratch, so by default they keep normalising with batch statistics).
         """
         self.include_recalibration = include_recalibration
 

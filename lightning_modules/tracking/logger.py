@@ -76,16 +76,18 @@ class StylebenchMLFlowLogger(MLFlowLogger):
         run_id: str | None = None,
         artifact_location: str | None = None,
     ) -> None:
-        """Args:
-        experiment_name: MLflow experiment (default: the dataset's name).
-        run_name: MLflow run name (default: `<backbone>-<module>-<protocol>`).
-        tracking_uri: tracking store or server (default: $MLFLOW_TRACKING_URI, else
-            sqlite:///mlflow.db in the working directory).
-        tags: extra run tags.
-        log_model: log checkpoints as artifacts: true = the best and last at the end of
-            training, "all" = every checkpoint as it is written, false = none.
-        run_id: continue logging into this existing run.
-        artifact_location: artifact root for a newly created experiment.
+        """Keep the settings; the store is opened and the run started on first use.
+
+        Args:
+            experiment_name: MLflow experiment (default: the dataset's name).
+            run_name: MLflow run name (default: `<backbone>-<module>-<protocol>`).
+            tracking_uri: tracking store or server (default: $MLFLOW_TRACKING_URI, else
+                sqlite:///mlflow.db in the working directory).
+            tags: extra run tags.
+            log_model: log checkpoints as artifacts: true = the best and last at the end of
+                training, "all" = every checkpoint as it is written, false = none.
+            run_id: continue logging into this existing run.
+            artifact_location: artifact root for a newly created experiment.
         """
         # MLFlowLogger.__init__ is not called here: it builds an MlflowClient, and building one
         # opens the store (for a new SQLite file: creates and migrates it, without a lock). It

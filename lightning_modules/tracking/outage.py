@@ -93,9 +93,11 @@ class DeferringClient:
     )
 
     def __init__(self, client: Any, clock=time.monotonic) -> None:
-        """Args:
-        client: the `MlflowClient` whose calls are passed on.
-        clock: seconds, monotonic (tests pass their own).
+        """Pass `client`'s calls on, its writes through the queue that outlasts an outage.
+
+        Args:
+            client: the `MlflowClient` whose calls are passed on.
+            clock: seconds, monotonic (tests pass their own).
         """
         self._client = client
         self._clock = clock
