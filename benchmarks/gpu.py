@@ -103,7 +103,7 @@ class Step:
             # A fresh start for each model: the blocks' forward code is shared by all of them,
             # and past `torch._dynamo.config.cache_size_limit` recompilations of one code
             # object Dynamo silently runs it eagerly.
-            torch._dynamo.reset()
+            torch.compiler.reset()
         self.model = torch.compile(model) if compiled else model
         self.device = torch.device(device)
 

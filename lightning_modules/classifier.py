@@ -319,8 +319,9 @@ class MultiDomainClassifier(EvaluationSteps, pl.LightningModule):
 
     def training_progress(self) -> float:
         """Fraction of the optimizer steps done, for methods' schedules (1 off-trainer)."""
-        trainer = self._trainer
-        if trainer is None:
+        try:
+            trainer = self.trainer
+        except RuntimeError:  # not attached to a Trainer
             return 1.0
         total = trainer.estimated_stepping_batches
         return self.global_step / total if 0 < total < float("inf") else 1.0

@@ -42,7 +42,7 @@ def test_compiled_srm_traces_the_formula_and_matches_eager(device) -> None:
     # hand-written autograd Functions (opaque to the compiler) to the formula, which the
     # compiler fuses. Compared with the eager fused path under the same bf16 autocast, both
     # computing their statistics in float32: a few bfloat16 roundings apart (u = 2^-8).
-    torch._dynamo.reset()
+    torch.compiler.reset()
     torch.manual_seed(0)
     eager = StyleRecalibration(16).to(device).train()
     with torch.no_grad():
