@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from experiments.sweeps.expansion import SweepSpec, Trial
 from experiments.sweeps.progress import (
     PRINT_INTERVAL_S,
     REPORT_SECONDS_KEY,
@@ -31,7 +32,6 @@ from experiments.sweeps.progress import (
     SweepProgress,
     report_interval,
 )
-from experiments.sweeps.spec import SweepSpec, Trial
 
 #: Environment for a quiet Ray on a shared machine (set before Ray is imported).
 RAY_ENVIRONMENT = {

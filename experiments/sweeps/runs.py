@@ -15,8 +15,8 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
+from experiments.sweeps.expansion import SweepSpec, Trial, canonical_json
 from experiments.sweeps.selection import TrialRecord
-from experiments.sweeps.spec import SweepSpec, Trial, canonical_json
 from experiments.sweeps.trials import (
     ROLE_TAG,
     SWEEP_TAG,
