@@ -41,6 +41,7 @@ from datamodules.data.image_lists import ImageListFile
 from datamodules.data.index import indexed_domain
 from datamodules.data.layout import DatasetLayoutError, DomainData, DomainSource, Sample
 from datamodules.data.loaders import (
+    default_num_workers,
     evaluation_loaders,
     in_order_loader,
     split_loader,
@@ -110,7 +111,7 @@ class MultiDomainDataModule(CueConflictStimuli, pl.LightningDataModule):
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         eval_order: str = "listed",
-        num_workers: int = 4,
+        num_workers: int | None = None,
         persistent_workers: bool = True,
         pin_memory: bool = True,
         decode_at_reduced_size: bool = True,
@@ -145,9 +146,11 @@ class MultiDomainDataModule(CueConflictStimuli, pl.LightningDataModule):
                 images class by class) or `shuffled` (each domain's images in an order seeded by
                 `split_seed`, as DomainBed evaluates). Accuracy does not depend on it; methods
                 whose predictions depend on the batch (ARM's context) do.
-            num_workers: DataLoader worker processes.
+            num_workers: DataLoader worker processes (default: the usable cores shared among
+                the machine's GPUs, one left per process, at most 8: `default_num_workers`).
             persistent_workers: keep workers between epochs (only with `num_workers > 0`).
-            pin_memory: page-locked host memory for faster copies to the GPU.
+            pin_memory: page-locked host memory for faster copies to the GPU (only when CUDA is
+                available; ignored on the CPU).
             decode_at_reduced_size: decode JPEGs at the smallest libjpeg scale that still
                 covers the crop, instead of at full size.
             domain_proportions: draw every training batch from the trained domains in these
@@ -223,8 +226,8 @@ class MultiDomainDataModule(CueConflictStimuli, pl.LightningDataModule):
         self.batch_size_per_domain = batch_size_per_domain
         self.eval_batch_size = eval_batch_size or batch_size
         self.eval_order = eval_order
-        self.num_workers = num_workers
-        self.persistent_workers = persistent_workers and num_workers > 0
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.persistent_workers = persistent_workers and self.num_workers > 0
         self.pin_memory = pin_memory
         self.decode_at_reduced_size = decode_at_reduced_size
         self.domain_proportions = domain_proportions

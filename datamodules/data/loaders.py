@@ -183,6 +183,24 @@ def split_loader(datamodule, split: str, shuffle: bool) -> DataLoader:
     )
 
 
+#: The most loader workers a default gives each device: beyond about 8, decoding and augmenting
+#: small images no longer limits a GPU's step, and every worker holds a copy of the dataset.
+MAX_DEFAULT_WORKERS = 8
+
+
+def default_num_workers(cores: int | None = None, local_devices: int | None = None) -> int:
+    """Loader workers per process when `data.num_workers` is not set: the cores this process
+    may use (`os.sched_getaffinity`) shared among the machine's devices (one training process
+    each under DDP), one core per process left to the training loop, at least 1, at most
+    `MAX_DEFAULT_WORKERS`."""
+    if cores is None:
+        affinity = getattr(os, "sched_getaffinity", None)
+        cores = len(affinity(0)) if affinity else os.cpu_count() or 1
+    if local_devices is None:
+        local_devices = torch.cuda.device_count() if torch.cuda.is_available() else 1
+    return max(1, min(MAX_DEFAULT_WORKERS, cores // max(1, local_devices) - 1))
+
+
 def training_loaders(datamodule) -> DataLoader | CombinedLoader:
     """The labelled training loader; with target domains, a CombinedLoader of
     `{"source": labelled batch, "target": unlabelled batch}` that cycles the shorter one."""

@@ -82,6 +82,15 @@ def check_mix(mix: str) -> None:
         )
 
 
+@torch.compiler.disable
+def coin(p: float) -> bool:
+    """True with probability p, from torch's CPU generator. Left out of `torch.compile`'s graph:
+    traced, the drawn float became a constant that the next call's draw failed to match, so every
+    training call recompiled the backbone. Out of the graph the compiler sees a bool, and compiles
+    each layer twice at most (acting or not)."""
+    return float(torch.rand(())) < p
+
+
 class StyleLayer(nn.Module):
     """A training-only perturbation of a stage's maps: identity in evaluation, and in training
     unless one coin per call (probability `p`, for the whole batch) says to act.
@@ -105,7 +114,7 @@ class StyleLayer(nn.Module):
         if not self.training or len(x) < 2:  # one sample has no partner and no batch variance
             return x
         # The coin is drawn first, on the CPU generator; `< p` acts always at p=1, never at 0.
-        if not float(torch.rand(())) < self.p:
+        if not coin(self.p):
             return x
         if x.shape[2] * x.shape[3] < 2:
             raise ValueError(
