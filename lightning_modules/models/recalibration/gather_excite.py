@@ -182,7 +182,9 @@ class GatherExcite(RecalibrationModule):
         # A global gather is (B, C, 1, 1) and broadcasts; a limited one is resized back.
         if gathered.shape[-2:] != (1, 1):
             gathered = F.interpolate(gathered, size=size, mode="nearest")
-        return x * torch.sigmoid(gathered)
+        # The gate in the map's dtype: under autocast a global gather's float32 bias makes it
+        # float32, and a float32 output would turn the rest of the network to float32.
+        return x * torch.sigmoid(gathered).to(x.dtype)
 
     def gathered(self, x: Tensor) -> Tensor:
         """The gather operator's output: (B, C, 1, 1) for the global extent, else the

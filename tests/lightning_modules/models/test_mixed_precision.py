@@ -48,12 +48,6 @@ CUDA_MARKS = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 CUDA = pytest.param("cuda", marks=CUDA_MARKS)
-GE_FLOAT32_OUTPUT = pytest.mark.xfail(
-    strict=True,
-    reason="gather_excite.py: global_gather adds the float32 bias to the einsum, so the gate and "
-    "`x * gate` are float32; fix: `x * torch.sigmoid(gathered).to(x.dtype)` in "
-    "GatherExcite.forward",
-)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -138,9 +132,7 @@ def test_module_under_bf16_autocast_matches_float64(name, options) -> None:
         pytest.param("cuda", torch.float16, marks=CUDA_MARKS, id="cuda-fp16"),
     ],
 )
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=GE_FLOAT32_OUTPUT) if n == "ge" else n for n in MODULES]
-)
+@pytest.mark.parametrize("name", MODULES)
 def test_module_output_keeps_the_autocast_dtype(name, device, dtype) -> None:
     # A float32 output would make the shortcut addition and the next block's saved input float32:
     # twice the activation memory autocast is meant to save. Gradients come back in the map's
