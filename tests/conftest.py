@@ -7,7 +7,32 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+
+from tests.helpers.session import session_threads
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _torch_threads():
+    """One torch thread for the whole session, and OMP_NUM_THREADS=1 for the processes tests
+    start (unless a test's own environment sets it). The models here are tiny: on a shared
+    2-core machine, extra OpenMP threads only wait on each other (10-20x slower steps).
+    `STYLEBENCH_TEST_THREADS=<n>` or `=default` overrides."""
+    threads = session_threads()
+    if threads is None:
+        yield
+        return
+    previous_torch = torch.get_num_threads()
+    previous_omp = os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    yield
+    torch.set_num_threads(previous_torch)
+    if previous_omp is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = previous_omp
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -40,7 +40,6 @@ def test_ddp_two_processes_match_single_process_evaluation(tmp_path: Path) -> No
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": ddp_uri,
-        "OMP_NUM_THREADS": "1",
         "PYTHONPATH": str(REPO),
     }
     command = [

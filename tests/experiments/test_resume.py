@@ -56,7 +56,6 @@ def environment(tmp_path: Path) -> dict[str, str]:
     env.update(
         MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
         STYLEBENCH_DATA_DIR=str(tmp_path / "cache"),
-        OMP_NUM_THREADS="1",
         PYTHONPATH=str(REPO),
     )
     return env

@@ -33,7 +33,6 @@ pytestmark = pytest.mark.slow
     ids=["epochs", "steps"],
 )
 def test_every_validation_finds_its_own_checkpoint(tmp_path: Path, monkeypatch, validation):
-    torch.set_num_threads(1)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     folder = tmp_path / "checkpoints"

@@ -39,16 +39,6 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The models here are tiny: more threads only add synchronisation (seconds per step on a
-    loaded machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # A validation-loss sequence and what the paper's rules make of it (n_converge 3, n_tolerance
 # 6, tolerance_ratio 0.3), worked out by hand:
 # - evaluations 2-4: the oldest of the last three is not their lowest (5>3, 4>2, 3>2);

@@ -14,13 +14,6 @@ from lightning_modules.methods import TrainingBatch
 from lightning_modules.methods.arm import first_convolution
 from lightning_modules.models.backbones import create_backbone
 from tests.lightning_modules.methods.manual_helpers import tiny_fit, tiny_model
-from tests.lightning_modules.methods.style_helpers import one_thread
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
 
 
 def context_by_hand(net: nn.Module, images: torch.Tensor, training: bool) -> torch.Tensor:

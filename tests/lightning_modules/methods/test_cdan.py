@@ -30,15 +30,8 @@ from tests.lightning_modules.methods.adaptation_helpers import (
     training_batch,
 )
 from tests.lightning_modules.methods.domainbed_fits import assert_same_gradients
-from tests.lightning_modules.methods.style_helpers import one_thread
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log()`")
-
-
-@pytest.fixture(autouse=True)
-def _tiny_convolutions_on_one_thread():
-    with one_thread():
-        yield
 
 
 SMALL = {"bottleneck_dim": 8, "hidden_features": 16}

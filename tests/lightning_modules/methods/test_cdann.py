@@ -16,14 +16,7 @@ from tests.lightning_modules.methods.manual_helpers import (
     tiny_fit,
     tiny_model,
 )
-from tests.lightning_modules.methods.style_helpers import one_thread
 from tests.lightning_modules.methods.test_dann_dg import check_against_domainbed
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
 
 
 @pytest.mark.parametrize(("k", "kinds"), [(1, "gdg"), (2, "dgd")])

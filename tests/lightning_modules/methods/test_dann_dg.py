@@ -18,7 +18,6 @@ from tests.lightning_modules.methods.manual_helpers import (
     tiny_fit,
     tiny_model,
 )
-from tests.lightning_modules.methods.style_helpers import one_thread
 
 # The network's Adam with a larger eps than 1e-8: g / (|g| + eps) would turn float rounding of
 # gradients near 1e-8 into visible differences.
@@ -32,12 +31,6 @@ SETTINGS = dict(
     lr_d=2e-3,
     weight_decay_d=0.01,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
 
 
 def adam(params) -> torch.optim.Adam:

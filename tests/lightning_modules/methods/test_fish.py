@@ -17,16 +17,9 @@ from tests.lightning_modules.methods.manual_helpers import (
     tiny_fit,
     tiny_model,
 )
-from tests.lightning_modules.methods.style_helpers import one_thread
 
 LR = 1e-3
 NETWORK = ("backbone.", "head.")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
 
 
 @pytest.mark.parametrize("shared_head", [False, True])

@@ -25,15 +25,8 @@ from tests.lightning_modules.methods.adaptation_helpers import (
     tiny_model,
     training_batch,
 )
-from tests.lightning_modules.methods.style_helpers import one_thread
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log()`")
-
-
-@pytest.fixture(autouse=True)
-def _tiny_convolutions_on_one_thread():
-    with one_thread():
-        yield
 
 
 def class_confusion_by_loops(logits: torch.Tensor, temperature: float) -> float:

@@ -19,17 +19,10 @@ from tests.lightning_modules.methods.manual_helpers import (
     tiny_fit,
     tiny_model,
 )
-from tests.lightning_modules.methods.style_helpers import one_thread
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*does not have many workers", "ignore:The number of training batches"
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
 
 
 # A larger eps than Adam's 1e-8: g / (|g| + eps) would turn float rounding of gradients near

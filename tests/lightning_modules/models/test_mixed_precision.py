@@ -56,16 +56,6 @@ GE_FLOAT32_OUTPUT = pytest.mark.xfail(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: these small tensors gain nothing from a second one, and on a busy
-    machine OpenMP threads waiting on each other made the DenseNet cases 50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """||actual - expected|| / ||expected|| (L2 over all elements), in float64."""
     actual, expected = actual.detach().double(), expected.detach().double()
