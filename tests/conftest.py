@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from tests.helpers.session import session_threads
+from tests.helpers.trees import make_officehome_tree
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -48,110 +47,6 @@ def _isolated_index_dir(tmp_path_factory: pytest.TempPathFactory):
         os.environ["STYLEBENCH_INDEX_DIR"] = previous
 
 
-OFFICEHOME_CLASSES = [
-    "Alarm_Clock",
-    "Backpack",
-    "Batteries",
-    "Bed",
-    "Bike",
-    "Bottle",
-    "Bucket",
-    "Calculator",
-    "Calendar",
-    "Candles",
-    "Chair",
-    "Clipboards",
-    "Computer",
-    "Couch",
-    "Curtains",
-    "Desk_Lamp",
-    "Drill",
-    "Eraser",
-    "Exit_Sign",
-    "Fan",
-    "File_Cabinet",
-    "Flipflops",
-    "Flowers",
-    "Folder",
-    "Fork",
-    "Glasses",
-    "Hammer",
-    "Helmet",
-    "Kettle",
-    "Keyboard",
-    "Knives",
-    "Lamp_Shade",
-    "Laptop",
-    "Marker",
-    "Monitor",
-    "Mop",
-    "Mouse",
-    "Mug",
-    "Notebook",
-    "Oven",
-    "Pan",
-    "Paper_Clip",
-    "Pen",
-    "Pencil",
-    "Postit_Notes",
-    "Printer",
-    "Push_Pin",
-    "Radio",
-    "Refrigerator",
-    "Ruler",
-    "Scissors",
-    "Screwdriver",
-    "Shelf",
-    "Sink",
-    "Sneakers",
-    "Soda",
-    "Speaker",
-    "Spoon",
-    "TV",
-    "Table",
-    "Telephone",
-    "ToothBrush",
-    "Toys",
-    "Trash_Can",
-    "Webcam",
-]
-
-
-def write_jpeg(path: Path, seed: int, size: tuple[int, int] = (40, 30)) -> None:
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path, quality=85)
-
-
-def make_officehome_tree(
-    root: Path,
-    images_per_class: dict[str, int] | None = None,
-    classes: tuple[str, ...] = OFFICEHOME_CLASSES,
-    real_world_folder: str = "Real World",
-) -> dict[str, int]:
-    """An Office-Home tree as distributed, stray files included; returns images per domain."""
-    images_per_class = images_per_class or {
-        "Art": 2,
-        "Clipart": 3,
-        "Product": 2,
-        real_world_folder: 1,
-    }
-    counts = {}
-    seed = 0
-    for domain, per_class in images_per_class.items():
-        for class_name in classes:
-            for index in range(1, per_class + 1):
-                seed += 1
-                write_jpeg(root / domain / class_name / f"{index:05d}.jpg", seed)
-        (root / domain / ".DS_Store").write_bytes(b"\x00\x01")
-        (root / domain / classes[0] / "Thumbs.db").write_bytes(b"\x00")
-        counts[domain] = per_class * len(classes)
-    (root / "ImageInfo.csv").write_text("image,url\n")
-    (root / "imagelist.txt").write_text("Art/Alarm_Clock/00001.jpg\n")
-    return counts
-
-
 @pytest.fixture
 def officehome_root(tmp_path: Path) -> Path:
     root = tmp_path / "OfficeHomeDataset_10072016"
@@ -161,7 +56,11 @@ def officehome_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh SQLite MLflow store for the test, also seen by code reading the environment."""
+    """A fresh SQLite MLflow store for the test, also seen by code reading the environment.
+
+    The test runs in `tmp_path`: MLflow keeps a SQLite store's artifacts under `./mlruns` of
+    the current directory (its default artifact root), which would be the repository."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
     return uri

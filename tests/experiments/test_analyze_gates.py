@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from experiments.analyze_gates import main
 from experiments.officehome import main as officehome_main
 from lightning_modules.analysis.separation import rows_from_csv
-from tests.experiments.test_officehome_cli import DEMO_CONFIG, TINY_CONFIG, tiny_demo_args
+from tests.helpers.cli import DEMO_CONFIG, TINY_CONFIG, tiny_demo_args
 
 
 def _data_args(tmp_path: Path) -> list[str]:

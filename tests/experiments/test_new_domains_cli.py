@@ -14,27 +14,8 @@ from mlflow import MlflowClient
 from datamodules.demo import ensure_officehome_demo
 from experiments.officehome import main
 from lightning_modules.classifier import MultiDomainClassifier
-from tests.datamodules.data.test_extra_domains import TINY_DEMO, write_image_list
-from tests.experiments.test_officehome_cli import tiny_demo_args
-
-
-def tiny_args(tmp_path: Path, *extra: str, epochs: int = 1) -> list[str]:
-    """The tiny demo, smaller still: 3 classes x 12 images, two built-in domains."""
-    return tiny_demo_args(
-        tmp_path,
-        "--data.init_args.demo_classes",
-        str(TINY_DEMO["num_classes"]),
-        "--data.init_args.images_per_class",
-        str(TINY_DEMO["images_per_class"]),
-        "--data.init_args.demo_image_size",
-        str(TINY_DEMO["image_size"]),
-        "--data.init_args.domains",
-        "[Art, Product]",
-        "--data.init_args.style_shift",
-        "null",
-        *extra,
-        epochs=epochs,
-    )
+from tests.helpers.cli import tiny_args
+from tests.helpers.trees import TINY_DEMO, write_image_list
 
 
 def extra_domains(*domains: dict) -> list[str]:

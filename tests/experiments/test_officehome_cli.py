@@ -8,31 +8,7 @@ import pytest
 from mlflow import MlflowClient
 
 from experiments.officehome import main
-
-REPO = Path(__file__).resolve().parents[2]
-DEMO_CONFIG = str(REPO / "configs/officehome/demo.yaml")
-TINY_CONFIG = str(REPO / "tests/configs/officehome_tiny.yaml")
-
-
-def tiny_demo_args(tmp_path: Path, *extra: str, epochs: int = 10) -> list[str]:
-    """The demo config, shrunk by tests/configs/officehome_tiny.yaml: 4 classes, 30 images per
-    class and domain, 32 px; demo cache and outputs under `tmp_path`, `epochs` epochs."""
-    return [
-        "--config",
-        DEMO_CONFIG,
-        "--config",
-        TINY_CONFIG,
-        "--data.init_args.cache_dir",
-        str(tmp_path.parent / "demo-cache"),
-        "--trainer.max_epochs",
-        str(epochs),
-        # the demo's cosine schedule spans its max_epochs: it follows the epochs here too
-        "--model.init_args.lr_scheduler.init_args.T_max",
-        str(epochs),
-        "--trainer.default_root_dir",
-        str(tmp_path / "outputs"),
-        *extra,
-    ]
+from tests.helpers.cli import tiny_demo_args
 
 
 @pytest.fixture(scope="module")

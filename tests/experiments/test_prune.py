@@ -12,7 +12,7 @@ from experiments.officehome import main as officehome_main
 from experiments.prune import CURVE_CSV, CURVE_FIGURE, OVERLAY_CSV, OVERLAY_FIGURE
 from experiments.prune import main as prune_main
 from lightning_modules.analysis.pruning import points_from_csv
-from tests.experiments.test_officehome_cli import DEMO_CONFIG, TINY_CONFIG, tiny_demo_args
+from tests.helpers.cli import DEMO_CONFIG, TINY_CONFIG, tiny_demo_args
 
 DOMAINS = ("Art", "Clipart", "Product", "Real_World")
 

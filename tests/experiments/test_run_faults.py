@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from pytorch_lightning import Callback
 
 from lightning_modules.tracking import REPLACED_BY_TAG
-from tests.experiments.test_resume import MAX_EPOCHS, environment, fit_command, logged_steps
+from tests.helpers.subprocess_fits import MAX_EPOCHS, environment, fit_command, logged_steps
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from experiments.officehome import main
-from tests.experiments.test_officehome_cli import tiny_demo_args
+from tests.helpers.cli import tiny_demo_args
 
 
 def epoch_zero_loss(tmp_path: Path, workers: int) -> float:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 from mlflow import MlflowClient
-from test_officehome_cli import tiny_demo_args
 
 from experiments.officehome import main
+from tests.helpers.cli import tiny_demo_args
 
 DOMAINS = ("Art", "Clipart", "Product", "Real_World")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.experiments.test_resume import environment, fit_command, logged_steps
-from tests.experiments.test_tracking_server import free_port, stop, wait_until_healthy
+from tests.helpers.mlflow_server import free_port, stop, wait_until_healthy
+from tests.helpers.subprocess_fits import environment, fit_command, logged_steps
 
 OUTAGE_S = 10
 #: Long enough to outlast the outage and a retry interval on a loaded machine.

@@ -15,7 +15,7 @@ from lightning_modules.optimization import (
     scheduler_config,
     scheduler_interval,
 )
-from tests.lightning_modules.methods.domainbed_fits import separable_batch, tiny_model
+from tests.helpers.domainbed_fits import separable_batch, tiny_model
 
 
 def test_inverse_decay_follows_tllibs_formula_for_every_group() -> None:

@@ -26,7 +26,7 @@ from lightning_modules.tracking import (
     resolve_run,
 )
 from lightning_modules.tracking.writer import WRITER_LOCK, release_folder
-from tests.lightning_modules.test_tracking_writer import LOAD
+from tests.helpers.tracking import LOAD
 
 HASH = "a" * 16
 NAME = "resnet20-srm-multi_domain"

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from experiments.officehome import main
 from experiments.sweeps.runs import metric_history, validation_epochs
 from experiments.sweeps.selection import TrialRecord
-from tests.experiments.test_officehome_cli import tiny_demo_args
+from tests.helpers.cli import tiny_demo_args
 
 pytestmark = pytest.mark.slow
 

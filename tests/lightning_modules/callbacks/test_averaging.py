@@ -23,8 +23,8 @@ from lightning_modules.callbacks.averaging import EMA, SWAD, module_tensors
 from lightning_modules.callbacks.loss_valley import LossValley
 from lightning_modules.classifier import MultiDomainClassifier
 from lightning_modules.methods import ERM, TRAINING_METHODS, MethodOutput, TrainingBatch
-from tests.experiments.test_configs import resolved
-from tests.experiments.test_new_domains_cli import tiny_args
+from tests.helpers.cli import tiny_args
+from tests.helpers.configs import resolved
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.lightning_modules.methods.manual_helpers import (
+from tests.helpers.manual_methods import (
     fit,
     resumed_losses,
     synthetic_batches,

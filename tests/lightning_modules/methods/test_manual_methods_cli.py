@@ -8,7 +8,7 @@ import pytest
 from mlflow import MlflowClient
 
 from experiments.officehome import main
-from tests.experiments.test_new_domains_cli import tiny_args
+from tests.helpers.cli import tiny_args
 
 CASES = {
     "mldg": ("{n_meta_test: 1}", "train/loss_epoch"),

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from pytorch_lightning.plugins.precision import MixedPrecision
 
 from lightning_modules.methods.manual_steps import check_manual_support
-from tests.lightning_modules.methods.manual_helpers import (
+from tests.helpers.manual_methods import (
     fit,
     synthetic_batches,
     tiny_fit,

@@ -13,7 +13,7 @@ from pytorch_lightning.plugins.precision import MixedPrecision
 
 import lightning_modules.methods.sagnet as sagnet_module
 from lightning_modules.methods.sagnet import randomize
-from tests.lightning_modules.methods.manual_helpers import (
+from tests.helpers.manual_methods import (
     KeepStates,
     fit,
     resumed_losses,
