@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers.session import session_threads
+from tests.helpers.paths import REPO
+from tests.helpers.session import repository_files, session_threads, written_message
 from tests.helpers.trees import make_officehome_tree
 
 
@@ -32,6 +33,20 @@ def _torch_threads():
         os.environ.pop("OMP_NUM_THREADS", None)
     else:
         os.environ["OMP_NUM_THREADS"] = previous_omp
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _repository_left_clean():
+    """The session writes nothing into the repository: no new files, ignored ones included
+    (MLflow's `./mlruns`, checkpoints, caches), and no tracked file changed. A test's files
+    belong under its tmp_path (the `mlflow_uri` fixture runs the test there)."""
+    before = repository_files(REPO)
+    yield
+    if before is None:  # not a git checkout
+        return
+    written = sorted((repository_files(REPO) or set()) - before)
+    if written:
+        pytest.fail(written_message(REPO, written), pytrace=False)
 
 
 @pytest.fixture(autouse=True, scope="session")
