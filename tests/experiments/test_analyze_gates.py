@@ -32,6 +32,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # MLflow's ./mlruns (artifacts) goes there
     try:
         cli = officehome_main(["fit", *tiny_demo_args(tmp_path, epochs=1)])
         cli.trainer.logger.finalize("success")

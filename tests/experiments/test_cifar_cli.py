@@ -23,6 +23,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # MLflow's ./mlruns (artifacts) goes there
     try:
         cli = main(["fit", *tiny_demo_args(tmp_path, epochs=10, dataset="cifar10")])
         cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)

@@ -67,6 +67,7 @@ def base_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
     tmp_path = tmp_path_factory.mktemp("base")
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)  # MLflow's ./mlruns (artifacts) goes there
     try:
         cli = main(["fit", *tiny_args(tmp_path)])
     finally:

@@ -35,6 +35,7 @@ pytestmark = pytest.mark.slow
 def test_every_validation_finds_its_own_checkpoint(tmp_path: Path, monkeypatch, validation):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # MLflow's ./mlruns (artifacts) goes there
     folder = tmp_path / "checkpoints"
     arguments = tiny_demo_args(
         tmp_path,

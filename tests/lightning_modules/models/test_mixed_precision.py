@@ -327,6 +327,7 @@ def test_bf16_mixed_fit_learns(name, demo_cache, tmp_path, monkeypatch) -> None:
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # MLflow's ./mlruns (artifacts) goes there
     epochs = "3"
     cli = main(
         [
