@@ -46,7 +46,6 @@ def test_ddp_two_processes_match_single_process_evaluation(tmp_path: Path) -> No
         sys.executable, "-m", "experiments.officehome", "fit",
         *tiny_args(tmp_path / "cache", tmp_path / "outputs"),
         "--trainer.max_epochs", "2",
-        "--model.init_args.lr_scheduler.init_args.T_max", "2",
         "--trainer.accelerator", "cpu",
         "--trainer.strategy", "ddp",
         "--trainer.devices", "2",

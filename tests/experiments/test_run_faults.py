@@ -31,7 +31,6 @@ def short(command: list[str], *extra: str) -> list[str]:
         *command,
         "--data.init_args.images_per_class=8",
         "--trainer.max_epochs=1",
-        "--model.init_args.lr_scheduler.init_args.T_max=1",
         *extra,
     ]
 

@@ -31,7 +31,6 @@ def fit_command(*extra: str) -> list[str]:
         "--data.init_args.batch_size=8",
         "--data.init_args.num_workers=0",
         f"--trainer.max_epochs={MAX_EPOCHS}",
-        f"--model.init_args.lr_scheduler.init_args.T_max={MAX_EPOCHS}",
         "--trainer.enable_progress_bar=false",
         "--trainer.log_every_n_steps=1",
         # A checkpoint every 3 optimizer steps, so the kill lands after a mid-epoch checkpoint.

@@ -199,7 +199,6 @@ def test_fit_on_shards_validates_the_same_images_per_domain(written, tmp_path) -
             "--data.init_args.test_fraction", "0.0",
             "--trainer.max_epochs", "1",
             "--trainer.limit_train_batches", "2",
-            "--model.init_args.lr_scheduler.init_args.T_max", "1",
             "--trainer.default_root_dir", str(tmp_path / name),
             "--trainer.logger.init_args.tracking_uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
             *extra,

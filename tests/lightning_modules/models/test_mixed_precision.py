@@ -336,7 +336,6 @@ def test_bf16_mixed_fit_learns(name, demo_cache, tmp_path, monkeypatch) -> None:
             *("--config", str(REPO / "tests/configs/officehome_tiny.yaml")),
             *("--data.init_args.cache_dir", str(demo_cache)),
             *("--trainer.max_epochs", epochs),
-            *("--model.init_args.lr_scheduler.init_args.T_max", epochs),
             *("--trainer.default_root_dir", str(tmp_path / "outputs")),
             *("--trainer.precision", "bf16-mixed"),
             *("--model.init_args.recalibration", name),
