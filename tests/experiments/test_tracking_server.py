@@ -19,6 +19,10 @@ from lightning_modules.callbacks.artifacts import NUM_PARAMETERS_KEY
 from tests.helpers.cli import tiny_demo_args
 from tests.helpers.mlflow_server import free_port, stop, wait_until_healthy
 
+# Slow tier: a real server process (its start alone takes seconds to a minute under load) and
+# demo fits against it.
+pytestmark = pytest.mark.slow
+
 DOMAINS = ("Art", "Clipart", "Product", "Real_World")
 
 
