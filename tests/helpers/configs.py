@@ -23,19 +23,7 @@ from experiments.vlcs import main as vlcs_main
 from tests.helpers.paths import REPO
 
 CONFIG_DIR = REPO / "configs"
-
-
-@functools.cache
-def resolved(dataset: str, *configs: Path) -> dict:
-    """`fit --print_config` of the configs stacked in order, as a dict."""
-    output = io.StringIO()
-    args = ["fit", *(item for config in configs for item in ("--config", str(config)))]
-    with contextlib.redirect_stdout(output), pytest.raises(SystemExit) as exit_info:
-        ENTRY_POINTS[dataset]([*args, "--print_config"])
-    assert exit_info.value.code in (0, None)
-    return yaml.safe_load(output.getvalue())
-
-
+#: dataset folder of configs/ -> the entry point that reads its configs
 ENTRY_POINTS = {
     "cifar10": cifar_main,
     "cifar100": cifar_main,
@@ -49,3 +37,14 @@ ENTRY_POINTS = {
     "rotated_mnist": rotated_mnist_main,
     "colored_mnist": colored_mnist_main,
 }
+
+
+@functools.cache
+def resolved(dataset: str, *configs: Path) -> dict:
+    """`fit --print_config` of the configs stacked in order, as a dict."""
+    output = io.StringIO()
+    args = ["fit", *(item for config in configs for item in ("--config", str(config)))]
+    with contextlib.redirect_stdout(output), pytest.raises(SystemExit) as exit_info:
+        ENTRY_POINTS[dataset]([*args, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    return yaml.safe_load(output.getvalue())

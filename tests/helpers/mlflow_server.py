@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+SERVER_START_TIMEOUT_S = 120
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -44,6 +46,3 @@ def stop(server: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait(timeout=15)
-
-
-SERVER_START_TIMEOUT_S = 120
