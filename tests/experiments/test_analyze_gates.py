@@ -97,6 +97,9 @@ def test_analysis_run_holds_heat_maps_separation_and_numbers(checkpoint) -> None
     assert sorted(point.step for point in history) == list(range(9))
 
 
+# Slow tier: two more analyses of the checkpoint (about 20 s); the fast tier analyses it once
+# (test_analysis_run_holds_heat_maps_separation_and_numbers).
+@pytest.mark.slow
 def test_runs_are_overlaid_and_into_source_run_logs_there(checkpoint) -> None:
     tmp_path, uri, ckpt, source_run_id = checkpoint
     client = MlflowClient(uri)

@@ -20,6 +20,9 @@ TINY_CONFIG = REPO / "tests" / "configs" / "dtd_tiny.yaml"
 TINY_CLASSES = yaml.safe_load(TINY_CONFIG.read_text())["data"]["init_args"]["demo_classes"]
 
 
+# Slow tier: an 8-epoch fit (about a minute); the fast tier keeps DTD fits through the CLI
+# (test_partition_runner_nests_children_and_summarizes: one epoch per partition).
+@pytest.mark.slow
 def test_demo_trains_clearly_above_chance(tmp_path: Path, mlflow_uri: str) -> None:
     cli = main(["fit", "--config", DEMO_CONFIG, *tiny_demo_args(tmp_path, epochs=8, dataset="dtd")])
     cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="last", verbose=False)

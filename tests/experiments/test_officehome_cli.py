@@ -28,6 +28,9 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory):
     return cli, MlflowClient(uri), cli.trainer.logger.run_id
 
 
+# Slow tier: the 10-epoch fit of `trained_run` (about a minute); the fast tier keeps
+# Office-Home CLI fits here (leave-one-domain-out) and in tests/lightning_modules/test_cli.py.
+@pytest.mark.slow
 def test_fit_logs_every_domain_params_and_config_to_mlflow(trained_run) -> None:
     cli, client, run_id = trained_run
     run = client.get_run(run_id)
@@ -53,6 +56,9 @@ def test_fit_logs_every_domain_params_and_config_to_mlflow(trained_run) -> None:
     assert len(history) == cli.trainer.max_epochs
 
 
+# Slow tier: the 10-epoch fit of `trained_run` (about a minute); the fast tier keeps
+# Office-Home CLI fits here (leave-one-domain-out) and in tests/lightning_modules/test_cli.py.
+@pytest.mark.slow
 def test_training_learns_beyond_chance(trained_run) -> None:
     _cli, client, run_id = trained_run
     metrics = client.get_run(run_id).data.metrics
@@ -67,6 +73,9 @@ def test_training_learns_beyond_chance(trained_run) -> None:
     assert losses[-1] < losses[0] * 0.8, losses
 
 
+# Slow tier: the 10-epoch fit of `trained_run` (about a minute); the fast tier keeps
+# Office-Home CLI fits here (leave-one-domain-out) and in tests/lightning_modules/test_cli.py.
+@pytest.mark.slow
 def test_validate_from_checkpoint_reproduces_the_logged_accuracy(
     trained_run, tmp_path, mlflow_uri
 ) -> None:

@@ -301,6 +301,9 @@ def stripes(count: int, size: int, generator: torch.Generator) -> tuple[torch.Te
     return torch.stack(images), labels
 
 
+# Slow tier: a DenseNet fit (about 20 s); the DenseNet's forward, weights and recalibration
+# stay in the fast tier.
+@pytest.mark.slow
 def test_classifier_with_a_densenet_learns_and_groups_its_parameters() -> None:
     torch.manual_seed(0)
     model = MultiDomainClassifier(
