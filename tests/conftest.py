@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny image trees in the real datasets' layouts, an isolated MLflow store."""
+"""Session settings (one torch thread, a temporary index folder, the repository left clean) and
+shared fixtures: a tiny Office-Home tree, an isolated MLflow store. Helpers: tests/helpers/."""
 
 from __future__ import annotations
 

@@ -164,9 +164,10 @@ def test_litdata_private_file_fetch_still_exists() -> None:
     assert callable(_get_fs_provider) and hasattr(FsProvider, "download_file")
 
 
-def test_fit_on_shards_validates_the_same_images_per_domain(written, tmp_path) -> None:
+def test_fit_on_shards_validates_the_same_images_per_domain(written, tmp_path, monkeypatch) -> None:
     """One epoch of the classifier on the file tree and on the shards: the same number of
     validation images per domain, plain and style-shifted (the demo config evaluates both)."""
+    monkeypatch.chdir(tmp_path)  # MLflow's ./mlruns (the artifacts) goes there
     from pytorch_lightning import Callback
 
     from experiments.officehome import main
