@@ -63,6 +63,8 @@ def test_quick_step_time_and_input_pipeline(tmp_path) -> None:
     assert pipeline["shards_ratio"] > 0
 
 
+# Slow tier: repeated timed validations of the demo per method (about 17 s).
+@pytest.mark.slow
 def test_quick_style_shift_times_each_method(tmp_path, monkeypatch) -> None:
     # benchmarks.demo_environment leaves MLflow's artifacts in ./mlruns of the current directory
     monkeypatch.chdir(tmp_path)

@@ -164,6 +164,9 @@ def test_litdata_private_file_fetch_still_exists() -> None:
     assert callable(_get_fs_provider) and hasattr(FsProvider, "download_file")
 
 
+# Slow tier: two CLI fits (the tree, the shards: about 20 s); the DataModule on shards keeps
+# its fast tests above.
+@pytest.mark.slow
 def test_fit_on_shards_validates_the_same_images_per_domain(written, tmp_path, monkeypatch) -> None:
     """One epoch of the classifier on the file tree and on the shards: the same number of
     validation images per domain, plain and style-shifted (the demo config evaluates both)."""
