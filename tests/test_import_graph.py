@@ -200,3 +200,57 @@ def test_function_level_and_relative_imports_are_seen(tmp_path: Path) -> None:
     source.write_text("def f():\n    from datamodules.base import X\n\nfrom . import sibling\n")
     names = imported_names(source, "pkg.mod")
     assert "datamodules.base" in names and "pkg.sibling" in names
+
+
+# The tests: a test module imports shared helpers from `tests.helpers` (or takes fixtures from a
+# conftest.py), never from another test module or a conftest, so that moving, renaming or
+# deselecting one test file cannot break another.
+TESTS = ROOT / "tests"
+HELPERS = "tests.helpers"
+
+
+def imports_of_test_modules(path: Path, local_names: set[str]) -> list[str]:
+    """What `path` imports from the tests other than `tests.helpers`: `tests.<x>` names, and
+    bare names of files under tests/ (`from conftest import ...`, `import test_cli`)."""
+    found = []
+    for name in sorted(imported_names(path, "tests._")):
+        top = name.split(".")[0]
+        if name == "tests" or name.startswith("tests."):
+            if name != HELPERS and not name.startswith(HELPERS + "."):
+                found.append(name)
+        elif top in local_names:
+            found.append(name)
+    return found
+
+
+def cross_test_imports(root: Path) -> dict[str, list[str]]:
+    """Each .py file under `root` (test modules, conftest.py, helpers) -> its imports of test
+    modules; files importing none are left out."""
+    files = sorted(root.rglob("*.py"))
+    local_names = {path.stem for path in files}
+    found = {}
+    for path in files:
+        imports = imports_of_test_modules(path, local_names)
+        if imports:
+            found[str(path.relative_to(root.parent))] = imports
+    return found
+
+
+def test_no_test_module_imports_another() -> None:
+    assert len(list(TESTS.rglob("test_*.py"))) > 50, "the walk found too few test modules"
+    assert cross_test_imports(TESTS) == {}
+
+
+def test_the_test_import_check_catches_imports_of_test_modules(tmp_path: Path) -> None:
+    tests = tmp_path / "tests"
+    (tests / "helpers").mkdir(parents=True)
+    (tests / "helpers" / "trees.py").write_text("X = 1\n")
+    (tests / "conftest.py").write_text("from tests.helpers.trees import X\n")
+    (tests / "test_a.py").write_text(
+        "from tests.helpers.trees import X\nfrom tests.test_b import helper\n"
+    )
+    (tests / "test_b.py").write_text("def helper():\n    from conftest import X\n\nimport test_a\n")
+    assert cross_test_imports(tests) == {
+        "tests/test_a.py": ["tests.test_b", "tests.test_b.helper"],
+        "tests/test_b.py": ["conftest", "conftest.X", "test_a"],
+    }

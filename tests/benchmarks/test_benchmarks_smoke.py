@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from benchmarks import run as bench_run
@@ -63,7 +64,11 @@ def test_quick_step_time_and_input_pipeline(tmp_path) -> None:
     assert pipeline["shards_ratio"] > 0
 
 
-def test_quick_style_shift_times_each_method(tmp_path) -> None:
+# Slow tier: repeated timed validations of the demo per method (about 17 s).
+@pytest.mark.slow
+def test_quick_style_shift_times_each_method(tmp_path, monkeypatch) -> None:
+    # benchmarks.demo_environment leaves MLflow's artifacts in ./mlruns of the current directory
+    monkeypatch.chdir(tmp_path)
     bench_run.main(["--quick", "--only", "style_shift", "--results-dir", str(tmp_path)])
     result = check_result_files(
         tmp_path, "style_shift", {"method", "seconds_median", "added_s", "ratio", "repeats"}

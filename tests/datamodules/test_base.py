@@ -14,7 +14,7 @@ from datamodules.data.layout import DatasetLayoutError, DomainData, DomainSource
 from datamodules.data.shards import ShardsError
 from datamodules.data.sources import FileTreeSource, ShardsSource
 from datamodules.officehome import OfficeHomeDataModule
-from tests.conftest import make_officehome_tree
+from tests.helpers.trees import make_officehome_tree
 
 CLASSES = ("Bike", "Mug")
 

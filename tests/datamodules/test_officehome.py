@@ -5,21 +5,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import OFFICEHOME_CLASSES, make_officehome_tree, write_jpeg
 
 from datamodules.data.layout import DatasetLayoutError
-from datamodules.officehome import OfficeHomeDataModule
-
-
-def build(root: Path, **kwargs) -> OfficeHomeDataModule:
-    kwargs.setdefault("image_size", 32)
-    kwargs.setdefault("batch_size", 4)
-    kwargs.setdefault("num_workers", 0)
-    return OfficeHomeDataModule(root=str(root), **kwargs)
+from tests.helpers.trees import (
+    OFFICEHOME_CLASSES,
+    build_officehome,
+    make_officehome_tree,
+    write_jpeg,
+)
 
 
 def test_real_layout_parses_into_domains_classes_and_counts(officehome_root: Path) -> None:
-    data = build(officehome_root)
+    data = build_officehome(officehome_root)
     assert data.domain_names == ["Art", "Clipart", "Product", "Real World"]
     assert data.class_names == sorted(OFFICEHOME_CLASSES)
     assert data.num_classes == 65
@@ -38,7 +35,7 @@ def test_real_world_with_underscore_is_accepted(tmp_path: Path) -> None:
         classes=("Mug", "Pen"),
         real_world_folder="Real_World",
     )
-    data = build(tmp_path, val_fraction=0.0)
+    data = build_officehome(tmp_path, val_fraction=0.0)
     assert data.domain_names[-1] == "Real World"
     assert data.domains[-1].root.name == "Real_World"
 
@@ -49,9 +46,9 @@ def test_split_is_seeded_stratified_and_disjoint(tmp_path: Path) -> None:
         images_per_class={d: 10 for d in ("Art", "Clipart", "Product", "Real World")},
         classes=("Mug", "Pen", "Fork"),
     )
-    first = build(tmp_path, val_fraction=0.2, test_fraction=0.3)
-    second = build(tmp_path, val_fraction=0.2, test_fraction=0.3)
-    other_seed = build(tmp_path, val_fraction=0.2, test_fraction=0.3, split_seed=1)
+    first = build_officehome(tmp_path, val_fraction=0.2, test_fraction=0.3)
+    second = build_officehome(tmp_path, val_fraction=0.2, test_fraction=0.3)
+    other_seed = build_officehome(tmp_path, val_fraction=0.2, test_fraction=0.3, split_seed=1)
     assert first.split_samples == second.split_samples
     assert first.split_samples["val"] != other_seed.split_samples["val"]
     paths = {split: {s.path for s in samples} for split, samples in first.split_samples.items()}
@@ -71,11 +68,11 @@ def test_class_mismatch_names_the_classes_and_domain(tmp_path: Path) -> None:
     )
     write_jpeg(tmp_path / "Clipart" / "Kettle" / "00001.jpg", seed=1)
     with pytest.raises(DatasetLayoutError, match=r"'Clipart'.*extra \['Kettle'\]"):
-        build(tmp_path).setup("fit")
+        build_officehome(tmp_path).setup("fit")
 
 
 def test_missing_root_says_where_and_how(tmp_path: Path) -> None:
-    data = build(tmp_path / "nowhere")  # constructing reads nothing from disk
+    data = build_officehome(tmp_path / "nowhere")  # constructing reads nothing from disk
     with pytest.raises(DatasetLayoutError) as error:
         data.setup("fit")
     message = str(error.value)
@@ -90,11 +87,11 @@ def test_missing_domain_folder_is_named(tmp_path: Path) -> None:
         tmp_path, images_per_class={"Art": 1, "Clipart": 1, "Product": 1}, classes=("Mug",)
     )
     with pytest.raises(DatasetLayoutError, match="'Real World'"):
-        build(tmp_path).setup("fit")
+        build_officehome(tmp_path).setup("fit")
 
 
 def test_leave_one_domain_out_holds_the_domain_out_of_training(officehome_root: Path) -> None:
-    data = build(officehome_root, held_out_domains=["art"])
+    data = build_officehome(officehome_root, held_out_domains=["art"])
     assert data.held_out_domains == ["Art"]
     assert data.trained_domains == ["Clipart", "Product", "Real World"]
     assert data.protocol == "leave_out_Art"
@@ -106,11 +103,13 @@ def test_leave_one_domain_out_holds_the_domain_out_of_training(officehome_root: 
 
 def test_unknown_domain_lists_valid_choices(officehome_root: Path) -> None:
     with pytest.raises(ValueError, match=r"unknown domain 'Sketch'.*Real World"):
-        build(officehome_root, held_out_domains=["Sketch"])
+        build_officehome(officehome_root, held_out_domains=["Sketch"])
 
 
 def test_batches_are_uint8_images_labels_and_domains(officehome_root: Path) -> None:
-    data = build(officehome_root, domains=["Art", "Clipart"], image_size=24, batch_size=8)
+    data = build_officehome(
+        officehome_root, domains=["Art", "Clipart"], image_size=24, batch_size=8
+    )
     data.setup("fit")
     images, labels, domains = next(iter(data.train_dataloader()))
     assert images.dtype == torch.uint8 and images.shape == (8, 3, 24, 24)

@@ -11,7 +11,7 @@ from datamodules.stylized_imagenet import (
     StylizedImageNetDataModule,
     StylizedImageNetDemoDataModule,
 )
-from tests.conftest import write_jpeg
+from tests.helpers.trees import write_jpeg
 
 WNIDS = ("n01440764", "n01443537", "n01484850")
 

@@ -15,7 +15,7 @@ from datamodules.officehome import OfficeHomeDataModule
 from experiments.sweeps.spec import load_spec
 from experiments.sweeps.trials import fit_arguments
 from lightning_modules.cli import ParsedConfig
-from tests.experiments.test_configs import CONFIG_DIR, resolved
+from tests.helpers.configs import CONFIG_DIR, resolved
 
 ART_TO_CLIPART = CONFIG_DIR / "officehome" / "art_to_clipart.yaml"
 SWEEP = CONFIG_DIR / "sweeps" / "officehome_adaptation_pairs.yaml"

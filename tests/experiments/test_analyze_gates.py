@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from experiments.analyze_gates import main
 from experiments.officehome import main as officehome_main
 from lightning_modules.analysis.separation import rows_from_csv
-from tests.experiments.test_officehome_cli import DEMO_CONFIG, TINY_CONFIG, tiny_demo_args
+from tests.helpers.cli import DEMO_CONFIG, TINY_CONFIG, tiny_demo_args
 
 
 def _data_args(tmp_path: Path) -> list[str]:
@@ -32,6 +32,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # MLflow's ./mlruns (artifacts) goes there
     try:
         cli = officehome_main(["fit", *tiny_demo_args(tmp_path, epochs=1)])
         cli.trainer.logger.finalize("success")
@@ -96,6 +97,9 @@ def test_analysis_run_holds_heat_maps_separation_and_numbers(checkpoint) -> None
     assert sorted(point.step for point in history) == list(range(9))
 
 
+# Slow tier: two more analyses of the checkpoint (about 20 s); the fast tier analyses it once
+# (test_analysis_run_holds_heat_maps_separation_and_numbers).
+@pytest.mark.slow
 def test_runs_are_overlaid_and_into_source_run_logs_there(checkpoint) -> None:
     tmp_path, uri, ckpt, source_run_id = checkpoint
     client = MlflowClient(uri)

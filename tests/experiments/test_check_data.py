@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from experiments.check_data import main
-from tests.conftest import make_officehome_tree
+from tests.helpers.trees import make_officehome_tree
 
 REPO = Path(__file__).resolve().parents[2]
 

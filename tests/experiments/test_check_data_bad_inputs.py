@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import struct
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +14,15 @@ import yaml
 
 from datamodules.officehome import OfficeHomeDataModule
 from experiments.check_data import main
-from tests.conftest import make_officehome_tree, write_jpeg
+from tests.helpers.bad_inputs import (
+    make_class_mismatch,
+    make_empty_domain,
+    make_symlink_loop,
+    make_undecodable_name,
+    truncate,
+    write_bomb,
+)
+from tests.helpers.trees import small_officehome_tree
 
 CLASSES = ("A", "B")
 
@@ -30,33 +36,9 @@ class OverlappingOfficeHome(OfficeHomeDataModule):
         return {"train": files, "val": files[:1], "test": files[:1]}
 
 
-def write_bomb(path: Path, side: int = 30000) -> None:
-    """A valid PNG header claiming `side` x `side` pixels (a few bytes on disk)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-        + chunk(b"IEND", b"")
-    )
-
-
-def undecodable_path(folder: Path) -> Path:
-    """A file name that is not UTF-8 (bytes ff fe), as Python sees it (PEP 383)."""
-    return Path(os.fsdecode(os.fsencode(folder) + b"/\xff\xfe.jpg"))
-
-
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
-    root = tmp_path / "officehome"
-    make_officehome_tree(root, {"Art": 5, "Clipart": 5, "Product": 5, "Real World": 5}, CLASSES)
-    return root
+    return small_officehome_tree(tmp_path / "officehome", classes=CLASSES)
 
 
 def run_check(tmp_path: Path, root: Path, capsys, *extra: str, **init_args) -> tuple[int, str]:
@@ -83,28 +65,6 @@ def sketch_list(tmp_path: Path, root: Path, text: str) -> dict:
     return {
         "extra_domains": [{"name": "Sketch", "image_list": str(list_file), "image_root": str(root)}]
     }
-
-
-def truncate(path: Path) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-
-
-def make_class_mismatch(root: Path) -> None:
-    write_jpeg(root / "Clipart" / "C" / "00001.jpg", seed=99)
-
-
-def make_empty_domain(root: Path) -> None:
-    for image in (root / "Product").glob("*/*.jpg"):
-        image.unlink()
-
-
-def make_symlink_loop(root: Path) -> None:
-    os.symlink("loop.jpg", root / "Clipart" / "B" / "loop.jpg")
-
-
-def make_undecodable_name(root: Path) -> None:
-    write_jpeg(undecodable_path(root / "Clipart" / "A"), seed=98)
 
 
 LIST_LINE = "(set `extra domain 'Sketch' allow_outside_root: true` to allow paths outside it)"

@@ -12,23 +12,8 @@ from mlflow import MlflowClient
 from datamodules.cifar import CIFARDataModule
 from experiments.cifar import main
 from lightning_modules.cli import StylebenchCLI
-
-REPO = Path(__file__).resolve().parents[2]
-DEMO_CONFIG = str(REPO / "configs" / "cifar10" / "demo.yaml")
-TINY_CONFIG = str(REPO / "tests" / "configs" / "cifar10_tiny.yaml")
-
-
-def tiny_demo_args(tmp_path: Path, epochs: int) -> list[str]:
-    """The demo config shrunk by tests/configs/cifar10_tiny.yaml; cache and outputs under
-    `tmp_path`, `epochs` epochs (the cosine schedule follows)."""
-    settings = {
-        "data.init_args.cache_dir": tmp_path.parent / "cifar-demo-cache",
-        "trainer.max_epochs": epochs,
-        "model.init_args.lr_scheduler.init_args.T_max": epochs,
-        "trainer.default_root_dir": tmp_path / "outputs",
-    }
-    overrides = [item for key, value in settings.items() for item in (f"--{key}", str(value))]
-    return ["--config", DEMO_CONFIG, "--config", TINY_CONFIG, *overrides]
+from tests.helpers.cli import tiny_demo_args
+from tests.helpers.paths import REPO
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +23,9 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # MLflow's ./mlruns (artifacts) goes there
     try:
-        cli = main(["fit", *tiny_demo_args(tmp_path, epochs=10)])
+        cli = main(["fit", *tiny_demo_args(tmp_path, epochs=10, dataset="cifar10")])
         cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)
         cli.trainer.logger.finalize("success")
     finally:
@@ -68,12 +54,16 @@ def test_validate_and_test_subcommands_reproduce_the_best_checkpoint(
 ) -> None:
     cli, client, run_id, _ = trained_run
     best = cli.trainer.checkpoint_callback.best_model_path
-    validated = main(["validate", *tiny_demo_args(tmp_path, epochs=10), "--ckpt_path", best])
+    validated = main(
+        ["validate", *tiny_demo_args(tmp_path, epochs=10, dataset="cifar10"), "--ckpt_path", best]
+    )
     logged = cli.trainer.checkpoint_callback.best_model_score.item()
     new_run = MlflowClient(mlflow_uri).get_run(validated.trainer.logger.run_id)
     assert new_run.data.tags["mlflow.runName"] == "resnet20-srm-val100-validate"
     assert new_run.data.metrics["val/acc_mean"] == pytest.approx(logged, abs=1e-6)
-    tested = main(["test", *tiny_demo_args(tmp_path, epochs=10), "--ckpt_path", best])
+    tested = main(
+        ["test", *tiny_demo_args(tmp_path, epochs=10, dataset="cifar10"), "--ckpt_path", best]
+    )
     test_run = MlflowClient(mlflow_uri).get_run(tested.trainer.logger.run_id)
     expected = client.get_run(run_id).data.metrics["test/acc_mean"]
     assert test_run.data.metrics["test/acc_mean"] == pytest.approx(expected, abs=1e-6)

@@ -17,7 +17,7 @@ from pytorch_lightning import Callback
 
 from experiments.errors import run_main
 from experiments.officehome import main
-from tests.experiments.test_officehome_cli import tiny_demo_args
+from tests.helpers.cli import tiny_demo_args
 
 HERE = "tests.experiments.test_cli_errors"
 HINT = "set STYLEBENCH_DEBUG=1 for the full traceback)"

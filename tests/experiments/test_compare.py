@@ -51,8 +51,10 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> MlflowClient:
 
     One store for the module: creating an MLflow SQLite store runs its migrations (seconds).
     """
-    client = MlflowClient(f"sqlite:///{tmp_path_factory.mktemp('compare') / 'mlflow.db'}")
-    experiment_id = client.create_experiment("officehome")
+    folder = tmp_path_factory.mktemp("compare")
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    # the report runs' artifacts go beside the store, not to ./mlruns of the current directory
+    experiment_id = client.create_experiment("officehome", str(folder / "mlruns"))
     log_run(client, experiment_id, "none", 0, (0.50, 0.60, 0.70, 0.40))
     log_run(client, experiment_id, "none", 1, (0.70, 0.60, 0.90, 0.60))
     log_run(client, experiment_id, "srm", 0, (0.80, 0.80, 0.80, 0.80))

@@ -24,7 +24,6 @@ def ddp_fit(tmp_path: Path, name: str, *extra: str) -> tuple[subprocess.Complete
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": uri,
-        "OMP_NUM_THREADS": "1",
         "PYTHONPATH": str(REPO),
         "STYLEBENCH_DATA_DIR": str(tmp_path / "data"),
         # The run's own index folder: its index files record the scans of the run's processes.
@@ -45,7 +44,6 @@ def ddp_fit(tmp_path: Path, name: str, *extra: str) -> tuple[subprocess.Complete
         "--trainer.enable_progress_bar", "false",
         "--trainer.default_root_dir", str(tmp_path / name),
         "--trainer.max_epochs", "1",
-        "--model.init_args.lr_scheduler.init_args.T_max", "1",
         *extra,
     ]  # fmt: skip
     finished = subprocess.run(

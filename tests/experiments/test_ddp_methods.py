@@ -26,7 +26,6 @@ def ddp_fit(tmp_path: Path, method: str, *extra: str) -> MlflowClient:
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": uri,
-        "OMP_NUM_THREADS": "1",
         # The probes' module (ddp_probes.py) beside the project.
         "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent)]),
     }

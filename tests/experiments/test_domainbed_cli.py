@@ -10,7 +10,6 @@ import io
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from mlflow import MlflowClient
 
@@ -149,19 +148,10 @@ FITS = {
 }
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread: on a shared machine two threads per fit run several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_a_short_fit_on_each_demo_copy_learns(
-    dataset: str, tmp_path: Path, mlflow_uri: str, one_thread
+    dataset: str, tmp_path: Path, mlflow_uri: str
 ) -> None:
     epochs, settings, chance = FITS[dataset]
     overrides = {f"data.init_args.{key}": value for key, value in settings.items()}

@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 
 from experiments import dtd_partitions
 from experiments.dtd import main
+from tests.helpers.cli import tiny_demo_args
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "configs" / "dtd"
@@ -19,22 +20,11 @@ TINY_CONFIG = REPO / "tests" / "configs" / "dtd_tiny.yaml"
 TINY_CLASSES = yaml.safe_load(TINY_CONFIG.read_text())["data"]["init_args"]["demo_classes"]
 
 
-def tiny_demo_args(tmp_path: Path, epochs: int) -> list[str]:
-    """The demo config, shrunk by tests/configs/dtd_tiny.yaml (6 classes of 90 images, 60
-    trained on, 32 px); demo cache and outputs under `tmp_path`, `epochs` epochs."""
-    settings = {
-        "data.init_args.cache_dir": tmp_path.parent / "dtd-demo-cache",
-        "trainer.max_epochs": epochs,
-        # the demo's cosine schedule spans its max_epochs: it follows the epochs here too
-        "model.init_args.lr_scheduler.init_args.T_max": epochs,
-        "trainer.default_root_dir": tmp_path / "outputs",
-    }
-    overrides = [item for key, value in settings.items() for item in (f"--{key}", str(value))]
-    return ["--config", str(TINY_CONFIG), *overrides]
-
-
+# Slow tier: an 8-epoch fit (about a minute); the fast tier keeps DTD fits through the CLI
+# (test_partition_runner_nests_children_and_summarizes: one epoch per partition).
+@pytest.mark.slow
 def test_demo_trains_clearly_above_chance(tmp_path: Path, mlflow_uri: str) -> None:
-    cli = main(["fit", "--config", DEMO_CONFIG, *tiny_demo_args(tmp_path, epochs=8)])
+    cli = main(["fit", "--config", DEMO_CONFIG, *tiny_demo_args(tmp_path, epochs=8, dataset="dtd")])
     cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="last", verbose=False)
     cli.trainer.logger.finalize("success")
     run = MlflowClient(mlflow_uri).get_run(cli.trainer.logger.run_id)
@@ -46,7 +36,7 @@ def test_demo_trains_clearly_above_chance(tmp_path: Path, mlflow_uri: str) -> No
 
 
 def test_partition_runner_nests_children_and_summarizes(tmp_path: Path, mlflow_uri: str) -> None:
-    args = ["--config", DEMO_CONFIG, *tiny_demo_args(tmp_path, epochs=1)]
+    args = ["--config", DEMO_CONFIG, *tiny_demo_args(tmp_path, epochs=1, dataset="dtd")]
     summary = dtd_partitions.main([*args, "--partitions", "1", "2"])
     client = MlflowClient(mlflow_uri)
     parent = dtd_partitions.find_parent(client, "dtd", [DEMO_CONFIG, str(TINY_CONFIG)])
@@ -91,7 +81,7 @@ def test_logger_settings_are_read_as_the_cli_reads_them(tmp_path: Path) -> None:
 
 
 def test_runner_honours_logger_overrides_on_its_command_line(tmp_path: Path, mlflow_uri) -> None:
-    args = ["--config", DEMO_CONFIG, *tiny_demo_args(tmp_path, epochs=1)]
+    args = ["--config", DEMO_CONFIG, *tiny_demo_args(tmp_path, epochs=1, dataset="dtd")]
     # --gather looks for the sweep in the overridden experiment (trains nothing)
     with pytest.raises(RuntimeError, match="MLflow experiment 'dtd-renamed'"):
         dtd_partitions.main(

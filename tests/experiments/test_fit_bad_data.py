@@ -13,8 +13,8 @@ import pytest
 from datamodules.demo import ensure_officehome_demo
 from experiments.errors import run_main
 from experiments.officehome import main
-from tests.experiments.test_check_data_bad_inputs import undecodable_path, write_bomb
-from tests.experiments.test_officehome_cli import tiny_demo_args
+from tests.helpers.bad_inputs import undecodable_path, write_bomb
+from tests.helpers.cli import tiny_demo_args
 
 
 def printable(path: Path) -> str:

@@ -11,7 +11,7 @@ import yaml
 from datamodules.data.shards import META_FILE
 from datamodules.officehome import OfficeHomeDataModule
 from experiments.make_shards import main
-from tests.conftest import make_officehome_tree
+from tests.helpers.trees import make_officehome_tree
 
 CLASSES = ("A", "B")
 

@@ -14,27 +14,8 @@ from mlflow import MlflowClient
 from datamodules.demo import ensure_officehome_demo
 from experiments.officehome import main
 from lightning_modules.classifier import MultiDomainClassifier
-from tests.datamodules.data.test_extra_domains import TINY_DEMO, write_image_list
-from tests.experiments.test_officehome_cli import tiny_demo_args
-
-
-def tiny_args(tmp_path: Path, *extra: str, epochs: int = 1) -> list[str]:
-    """The tiny demo, smaller still: 3 classes x 12 images, two built-in domains."""
-    return tiny_demo_args(
-        tmp_path,
-        "--data.init_args.demo_classes",
-        str(TINY_DEMO["num_classes"]),
-        "--data.init_args.images_per_class",
-        str(TINY_DEMO["images_per_class"]),
-        "--data.init_args.demo_image_size",
-        str(TINY_DEMO["image_size"]),
-        "--data.init_args.domains",
-        "[Art, Product]",
-        "--data.init_args.style_shift",
-        "null",
-        *extra,
-        epochs=epochs,
-    )
+from tests.helpers.cli import tiny_args
+from tests.helpers.trees import TINY_DEMO, write_image_list
 
 
 def extra_domains(*domains: dict) -> list[str]:
@@ -69,6 +50,9 @@ def test_image_folder_domain_trains_and_is_logged_under_its_name(
     assert metrics["val/acc_mean"] == pytest.approx(sum(trained) / 3)
 
 
+# Slow tier: another fit like the image-folder one above, which stays fast (the list layout
+# itself is tested in tests/datamodules/data/test_extra_domains.py).
+@pytest.mark.slow
 def test_image_list_domain_trains_and_is_logged_under_its_name(
     sketch_folder, tmp_path, mlflow_uri
 ) -> None:
@@ -86,6 +70,7 @@ def base_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
     tmp_path = tmp_path_factory.mktemp("base")
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)  # MLflow's ./mlruns (artifacts) goes there
     try:
         cli = main(["fit", *tiny_args(tmp_path)])
     finally:
@@ -117,6 +102,9 @@ def test_growing_keeps_backbone_and_old_heads_bit_for_bit(base_checkpoint, new_h
     assert is_mean == (new_head_init == "mean")
 
 
+# Slow tier: a second fit from the base checkpoint (about 15 s); the growing itself stays
+# fast (test_growing_keeps_backbone_and_old_heads_bit_for_bit).
+@pytest.mark.slow
 def test_growing_through_the_cli_trains_the_new_head(
     base_checkpoint, sketch_folder, tmp_path, mlflow_uri
 ) -> None:
@@ -135,6 +123,8 @@ def test_growing_through_the_cli_trains_the_new_head(
     assert "val/acc/Sketch" in metrics_of(mlflow_uri, cli)
 
 
+# Slow tier: another fit (about 11 s) from the base checkpoint.
+@pytest.mark.slow
 def test_an_unseen_domain_validates_with_the_unseen_domain_rule(
     base_checkpoint, sketch_folder, tmp_path, mlflow_uri
 ) -> None:
@@ -149,6 +139,9 @@ def test_an_unseen_domain_validates_with_the_unseen_domain_rule(
     assert cli.model.evaluation_results["val"]["Sketch"].sum().item() == 36
 
 
+# Slow tier: a DANN fit through the CLI (about 11 s); DANN's update is tested fast in
+# tests/lightning_modules/methods/.
+@pytest.mark.slow
 def test_dann_adapts_to_an_unlabelled_target(tmp_path, mlflow_uri) -> None:
     cli = main(
         [

@@ -8,31 +8,7 @@ import pytest
 from mlflow import MlflowClient
 
 from experiments.officehome import main
-
-REPO = Path(__file__).resolve().parents[2]
-DEMO_CONFIG = str(REPO / "configs/officehome/demo.yaml")
-TINY_CONFIG = str(REPO / "tests/configs/officehome_tiny.yaml")
-
-
-def tiny_demo_args(tmp_path: Path, *extra: str, epochs: int = 10) -> list[str]:
-    """The demo config, shrunk by tests/configs/officehome_tiny.yaml: 4 classes, 30 images per
-    class and domain, 32 px; demo cache and outputs under `tmp_path`, `epochs` epochs."""
-    return [
-        "--config",
-        DEMO_CONFIG,
-        "--config",
-        TINY_CONFIG,
-        "--data.init_args.cache_dir",
-        str(tmp_path.parent / "demo-cache"),
-        "--trainer.max_epochs",
-        str(epochs),
-        # the demo's cosine schedule spans its max_epochs: it follows the epochs here too
-        "--model.init_args.lr_scheduler.init_args.T_max",
-        str(epochs),
-        "--trainer.default_root_dir",
-        str(tmp_path / "outputs"),
-        *extra,
-    ]
+from tests.helpers.cli import tiny_demo_args
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +18,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # MLflow's ./mlruns (artifacts) goes there
     try:
         cli = main(["fit", *tiny_demo_args(tmp_path)])
         cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)
@@ -51,6 +28,9 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory):
     return cli, MlflowClient(uri), cli.trainer.logger.run_id
 
 
+# Slow tier: the 10-epoch fit of `trained_run` (about a minute); the fast tier keeps
+# Office-Home CLI fits here (leave-one-domain-out) and in tests/lightning_modules/test_cli.py.
+@pytest.mark.slow
 def test_fit_logs_every_domain_params_and_config_to_mlflow(trained_run) -> None:
     cli, client, run_id = trained_run
     run = client.get_run(run_id)
@@ -76,6 +56,9 @@ def test_fit_logs_every_domain_params_and_config_to_mlflow(trained_run) -> None:
     assert len(history) == cli.trainer.max_epochs
 
 
+# Slow tier: the 10-epoch fit of `trained_run` (about a minute); the fast tier keeps
+# Office-Home CLI fits here (leave-one-domain-out) and in tests/lightning_modules/test_cli.py.
+@pytest.mark.slow
 def test_training_learns_beyond_chance(trained_run) -> None:
     _cli, client, run_id = trained_run
     metrics = client.get_run(run_id).data.metrics
@@ -90,6 +73,9 @@ def test_training_learns_beyond_chance(trained_run) -> None:
     assert losses[-1] < losses[0] * 0.8, losses
 
 
+# Slow tier: the 10-epoch fit of `trained_run` (about a minute); the fast tier keeps
+# Office-Home CLI fits here (leave-one-domain-out) and in tests/lightning_modules/test_cli.py.
+@pytest.mark.slow
 def test_validate_from_checkpoint_reproduces_the_logged_accuracy(
     trained_run, tmp_path, mlflow_uri
 ) -> None:

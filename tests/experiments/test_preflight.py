@@ -18,7 +18,7 @@ from datamodules.dtd import DTDDemoDataModule
 from experiments.errors import run_main
 from experiments.officehome import main
 from lightning_modules.preflight import check_ckpt_path, check_writable
-from tests.experiments.test_officehome_cli import tiny_demo_args
+from tests.helpers.cli import tiny_demo_args
 
 
 def run(args: list[str]) -> int:

@@ -12,7 +12,7 @@ from experiments.officehome import main as officehome_main
 from experiments.prune import CURVE_CSV, CURVE_FIGURE, OVERLAY_CSV, OVERLAY_FIGURE
 from experiments.prune import main as prune_main
 from lightning_modules.analysis.pruning import points_from_csv
-from tests.experiments.test_officehome_cli import DEMO_CONFIG, TINY_CONFIG, tiny_demo_args
+from tests.helpers.cli import DEMO_CONFIG, TINY_CONFIG, tiny_demo_args
 
 DOMAINS = ("Art", "Clipart", "Product", "Real_World")
 
@@ -32,6 +32,7 @@ def pruned(tmp_path_factory: pytest.TempPathFactory):
     ]
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # MLflow's ./mlruns (artifacts) goes there
     try:
         cli = officehome_main(["fit", *tiny_demo_args(tmp_path, epochs=2)])
         cli.trainer.logger.finalize("success")

@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from pytorch_lightning import Callback
 
 from lightning_modules.tracking import REPLACED_BY_TAG
-from tests.experiments.test_resume import MAX_EPOCHS, environment, fit_command, logged_steps
+from tests.helpers.subprocess_fits import MAX_EPOCHS, environment, fit_command, logged_steps
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,6 @@ def short(command: list[str], *extra: str) -> list[str]:
         *command,
         "--data.init_args.images_per_class=8",
         "--trainer.max_epochs=1",
-        "--model.init_args.lr_scheduler.init_args.T_max=1",
         *extra,
     ]
 

@@ -15,7 +15,7 @@ import torch
 from mlflow import MlflowClient
 
 from lightning_modules.tracking import REPLACED_BY_TAG, metric_history
-from tests.experiments.test_resume import environment, fit_command
+from tests.helpers.subprocess_fits import environment, fit_command
 
 pytestmark = pytest.mark.slow
 

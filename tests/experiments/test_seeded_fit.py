@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from experiments.officehome import main
-from tests.experiments.test_officehome_cli import tiny_demo_args
+from tests.helpers.cli import tiny_demo_args
 
 
 def epoch_zero_loss(tmp_path: Path, workers: int) -> float:
@@ -30,6 +30,7 @@ def test_two_fits_with_one_seed_have_identical_epoch_zero_loss(
     tmp_path: Path, workers: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)  # MLflow's ./mlruns (artifacts) goes there
     first = epoch_zero_loss(tmp_path / "a", workers)
     second = epoch_zero_loss(tmp_path / "b", workers)
     assert first == second

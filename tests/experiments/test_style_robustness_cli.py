@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 from mlflow import MlflowClient
-from test_officehome_cli import tiny_demo_args
 
 from experiments.officehome import main
+from tests.helpers.cli import tiny_demo_args
 
 DOMAINS = ("Art", "Clipart", "Product", "Real_World")
 
 
-@pytest.mark.parametrize("module", ["none", "srm"])
+# The SRM fit is in the slow tier: the plain one runs the same CLI path (about 10 s each).
+@pytest.mark.parametrize("module", ["none", pytest.param("srm", marks=pytest.mark.slow)])
 def test_plain_and_srm_runs_carry_the_style_metrics(tmp_path, mlflow_uri, module) -> None:
     # 3 epochs, style every 2: evaluated after epochs 2 and 3 (the last), skipped after 1.
     cli = main(

@@ -10,7 +10,7 @@ from PIL import Image
 
 from datamodules.data.adain import adain_decoder, vgg19_normalised
 from experiments.stylize import main, style_for
-from tests.conftest import write_jpeg
+from tests.helpers.trees import write_jpeg
 
 
 @pytest.fixture(scope="module")

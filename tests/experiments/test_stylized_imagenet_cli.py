@@ -12,35 +12,10 @@ import yaml
 from mlflow import MlflowClient
 
 from experiments.stylized_imagenet import main
+from tests.helpers.cli import tiny_demo_args
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO_CONFIG = REPO / "configs/stylized_imagenet/demo.yaml"
-TINY_CONFIG = REPO / "tests/configs/stylized_imagenet_tiny.yaml"
 CONFIG_DIR = REPO / "configs"
-
-
-def tiny_demo_args(tmp_path: Path, epochs: int = 3) -> list[str]:
-    """The demo config, shrunk by tests/configs/stylized_imagenet_tiny.yaml (3 classes, 12
-    training images per class and domain, 32 px); caches and outputs under `tmp_path`."""
-    cache = str(tmp_path / "demo-cache")
-    return [
-        "--config",
-        str(DEMO_CONFIG),
-        "--config",
-        str(TINY_CONFIG),
-        "--data.init_args.cache_dir",
-        cache,
-        # the demo's only callback, the shape-bias one, draws its stimuli into the same cache
-        "--trainer.callbacks.init_args.cache_dir",
-        cache,
-        "--trainer.max_epochs",
-        str(epochs),
-        # the demo's cosine schedule spans its max_epochs: it follows the epochs here too
-        "--model.init_args.lr_scheduler.init_args.T_max",
-        str(epochs),
-        "--trainer.default_root_dir",
-        str(tmp_path / "outputs"),
-    ]
 
 
 def resolved(*args: str) -> dict:
@@ -53,7 +28,7 @@ def resolved(*args: str) -> dict:
 
 
 def test_demo_fit_then_test_logs_both_domains_and_shape_bias(tmp_path, mlflow_uri) -> None:
-    cli = main(["fit", *tiny_demo_args(tmp_path)])
+    cli = main(["fit", *tiny_demo_args(tmp_path, epochs=3, dataset="stylized_imagenet")])
     assert list(cli.model.head.heads) == ["stylized"]  # imagenet is evaluated only
     cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)
     cli.trainer.logger.finalize("success")
@@ -81,7 +56,9 @@ def test_demo_fit_then_test_logs_both_domains_and_shape_bias(tmp_path, mlflow_ur
 
 
 def test_tiny_overlay_keeps_a_single_shape_bias_callback(tmp_path) -> None:
-    (callback,) = resolved(*tiny_demo_args(tmp_path))["trainer"]["callbacks"]
+    (callback,) = resolved(*tiny_demo_args(tmp_path, epochs=3, dataset="stylized_imagenet"))[
+        "trainer"
+    ]["callbacks"]
     assert callback["class_path"].endswith("ShapeBiasCallback")
     assert callback["init_args"]["cache_dir"] == str(tmp_path / "demo-cache")
     assert callback["init_args"]["demo_classes"] == 3

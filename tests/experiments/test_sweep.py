@@ -46,11 +46,9 @@ def write_sweep(tmp_path: Path, modules: list[str], epochs: int, name: str = "ti
 
 def sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """The command, from `cwd`: the new experiment's artifacts go to `<cwd>/mlruns`."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "experiments.sweep", *args, "--num-cpus", "2"],
         cwd=cwd,
-        env=env,
         capture_output=True,
         text=True,
         timeout=900,
@@ -111,11 +109,9 @@ def test_sweep_runs_nested_trials_and_reports_a_failing_one(tmp_path):
 def test_killed_sweep_finishes_on_the_second_run_without_duplicates(tmp_path):
     path = write_sweep(tmp_path, ["none", "srm"], epochs=3, name="killed")
     spec = load_spec(path)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "experiments.sweep", "run", str(path), "--num-cpus", "2"],
         cwd=tmp_path,
-        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

@@ -6,7 +6,6 @@ subprocesses)."""
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +48,6 @@ def test_demo_methods_sweep_reports_every_cell_paired_with_none_erm(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "experiments.sweep", "run", str(path), "--num-cpus", "2"],
         cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
         capture_output=True,
         text=True,
         timeout=1800,

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.experiments.test_resume import environment, fit_command, logged_steps
-from tests.experiments.test_tracking_server import free_port, stop, wait_until_healthy
+from tests.helpers.mlflow_server import free_port, stop, wait_until_healthy
+from tests.helpers.subprocess_fits import environment, fit_command, logged_steps
 
 OUTAGE_S = 10
 #: Long enough to outlast the outage and a retry interval on a loaded machine.
@@ -50,7 +50,6 @@ def test_server_stopped_mid_fit_and_restarted_loses_no_metric_point(tmp_path: Pa
     command = [
         *(a for a in fit_command() if not a.startswith("--checkpoint.every")),
         f"--trainer.max_epochs={EPOCHS}",
-        f"--model.init_args.lr_scheduler.init_args.T_max={EPOCHS}",
     ]
     log = (tmp_path / "fit.log").open("w")
     fit = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=log)

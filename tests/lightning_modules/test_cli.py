@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from experiments.officehome import main
 from lightning_modules.cli import MOVED_CLASS_PATHS, check_moved_class_paths, checkpoint_callbacks
 from lightning_modules.tracking import StylebenchMLFlowLogger
-from tests.experiments.test_officehome_cli import tiny_demo_args
+from tests.helpers.cli import tiny_demo_args
 
 OLD = "lightning_modules.shape_bias.ShapeBiasCallback"
 NEW = "lightning_modules.callbacks.shape_bias.ShapeBiasCallback"

@@ -18,7 +18,7 @@ from pytorch_lightning import Callback
 from datamodules.demo import ensure_officehome_demo
 from experiments.officehome import main
 from lightning_modules.tracking import RUN_ID_KEY
-from tests.experiments.test_officehome_cli import tiny_demo_args
+from tests.helpers.cli import tiny_demo_args
 
 HERE = "tests.lightning_modules.test_faults"
 

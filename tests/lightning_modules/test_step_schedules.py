@@ -15,8 +15,7 @@ from lightning_modules.optimization import (
     scheduler_config,
     scheduler_interval,
 )
-from tests.lightning_modules.methods.domainbed_fits import separable_batch, tiny_model
-from tests.lightning_modules.methods.style_helpers import one_thread
+from tests.helpers.domainbed_fits import separable_batch, tiny_model
 
 
 def test_inverse_decay_follows_tllibs_formula_for_every_group() -> None:
@@ -102,8 +101,7 @@ def rates_of_a_fit(method: str, scheduler, epochs: int = 2) -> list[float]:
     loader = torch.utils.data.DataLoader(
         [(b.images, b.labels, b.domains) for b in batches], batch_size=None
     )
-    with one_thread():
-        trainer.fit(model, train_dataloaders=loader)
+    trainer.fit(model, train_dataloaders=loader)
     backbone = next(g for g in trainer.optimizers[0].param_groups if g["name"] == "backbone")
     heads = next(g for g in trainer.optimizers[0].param_groups if g["name"] == "heads")
     assert backbone["lr"] == pytest.approx(0.5 * heads["lr"])  # the multiplier decays alike

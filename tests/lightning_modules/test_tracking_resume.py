@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ from lightning_modules.tracking import (
     resolve_run,
 )
 from lightning_modules.tracking.writer import WRITER_LOCK, release_folder
-from tests.lightning_modules.test_tracking_writer import LOAD
+from tests.helpers.tracking import LOAD
 
 HASH = "a" * 16
 NAME = "resnet20-srm-multi_domain"
@@ -44,9 +45,13 @@ def truncate(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def store_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One store for the module (creating a SQLite store takes seconds)."""
-    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+def store_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One store for the module (creating a SQLite store takes seconds); the module's tests
+    run in its folder."""
+    folder = tmp_path_factory.mktemp("store")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)  # MLflow's ./mlruns (the artifacts) goes there
+        yield f"sqlite:///{folder / 'mlflow.db'}"
 
 
 @pytest.fixture

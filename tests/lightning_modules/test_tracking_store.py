@@ -54,7 +54,7 @@ def test_processes_racing_on_a_new_store_all_succeed(tmp_path: Path) -> None:
     # Without the lock, four processes opening a new store at once all fail in MLflow's
     # migration (`table _alembic_tmp_... already exists`) and leave it half-migrated.
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     start = time.time() + 8  # after every interpreter has imported MLflow
     racers = [
         subprocess.Popen(

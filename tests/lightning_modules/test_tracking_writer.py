@@ -20,18 +20,10 @@ from lightning_modules.tracking.writer import (
     release_folder,
     require_free,
 )
+from tests.helpers.tracking import LOAD
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX locks")
-REPO = Path(__file__).resolve().parents[2]
 
-# The module alone (by its file): the package would import Lightning and MLflow, for seconds.
-WRITER = REPO / "lightning_modules" / "tracking" / "writer.py"
-LOAD = f"""
-import importlib.util, sys, time
-spec = importlib.util.spec_from_file_location("writer", {str(WRITER)!r})
-writer = sys.modules["writer"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(writer)
-"""
 HOLD = (
     LOAD
     + """

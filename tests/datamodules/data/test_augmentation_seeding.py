@@ -18,7 +18,7 @@ from datamodules.data.transforms import (
     train_transform,
 )
 from datamodules.officehome import OfficeHomeDataModule
-from tests.conftest import make_officehome_tree
+from tests.helpers.trees import small_officehome_tree
 
 
 class OneImage(Dataset):
@@ -74,9 +74,7 @@ def test_ranks_get_different_seeds() -> None:
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
-    root = tmp_path / "officehome"
-    make_officehome_tree(root, {"Art": 4, "Clipart": 4, "Product": 4, "Real World": 4}, ("A", "B"))
-    return root
+    return small_officehome_tree(tmp_path / "officehome", per_class=4)
 
 
 def first_batch(root: Path, seed: int) -> torch.Tensor:

@@ -16,26 +16,23 @@ from datamodules.data.extra_domains import ExtraDomain
 from datamodules.data.image_io import BadImageError, load_rgb
 from datamodules.data.layout import DatasetLayoutError, Sample
 from datamodules.data.problems import DataProblemsError
-from datamodules.officehome import OfficeHomeDataModule
-from tests.conftest import make_officehome_tree, write_jpeg
-from tests.experiments.test_check_data_bad_inputs import (
+from tests.helpers.bad_inputs import (
     make_class_mismatch,
     make_empty_domain,
     make_symlink_loop,
     undecodable_path,
     write_bomb,
 )
+from tests.helpers.trees import (
+    build_officehome,
+    small_officehome_tree,
+    write_jpeg,
+)
 
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
-    root = tmp_path / "officehome"
-    make_officehome_tree(root, {"Art": 5, "Clipart": 5, "Product": 5, "Real World": 5}, ("A", "B"))
-    return root
-
-
-def build(root: Path, **kwargs) -> OfficeHomeDataModule:
-    return OfficeHomeDataModule(root=str(root), image_size=16, num_workers=0, **kwargs)
+    return small_officehome_tree(tmp_path / "officehome")
 
 
 def test_the_datamodule_raises_one_error_listing_every_scan_problem(tree: Path) -> None:
@@ -43,7 +40,7 @@ def test_the_datamodule_raises_one_error_listing_every_scan_problem(tree: Path) 
     make_empty_domain(tree)
     make_symlink_loop(tree)  # must not stop the scan before the other problems are seen
     with pytest.raises(DataProblemsError) as raised:
-        _ = build(tree).class_names
+        _ = build_officehome(tree).class_names
     message = str(raised.value)
     assert isinstance(raised.value, DatasetLayoutError)
     assert message.startswith("the data has problems (2 errors;")
@@ -107,7 +104,7 @@ def test_list_paths_are_confined_to_their_root_unless_allowed(tree: Path, tmp_pa
         return ExtraDomain("Sketch", image_list=str(list_file), image_root=str(tree), **kwargs)
 
     with pytest.raises(DataProblemsError) as raised:
-        _ = build(tree, extra_domains=[sketch()]).class_names
+        _ = build_officehome(tree, extra_domains=[sketch()]).class_names
     message = str(raised.value)
     assert f"ERROR [absolute-path] {list_file}:5: '{outside}' is absolute" in message
     assert (
@@ -115,7 +112,7 @@ def test_list_paths_are_confined_to_their_root_unless_allowed(tree: Path, tmp_pa
         in message
     )
     assert "set `extra domain 'Sketch' allow_outside_root: true`" in message
-    allowed = build(tree, extra_domains=[sketch(allow_outside_root=True)])
+    allowed = build_officehome(tree, extra_domains=[sketch(allow_outside_root=True)])
     sketch_files = allowed.domains[-1].files_by_class
     assert str(outside) in sketch_files["A"]
     assert str(tree / "../elsewhere/y.jpg") in sketch_files["B"]
@@ -124,16 +121,16 @@ def test_list_paths_are_confined_to_their_root_unless_allowed(tree: Path, tmp_pa
 def test_check_data_with_skip_tolerates_identical_junk(tree: Path) -> None:
     for image in (tree / "Art" / "A").glob("*.jpg"):
         image.write_bytes(b"")  # identical empty files land in train and val
-    build(tree, check_data=True, on_bad_image="skip").prepare_data()  # no [leakage]
+    build_officehome(tree, check_data=True, on_bad_image="skip").prepare_data()  # no [leakage]
     with pytest.raises(DatasetLayoutError) as raised:
-        build(tree, check_data=True).prepare_data()
+        build_officehome(tree, check_data=True).prepare_data()
     assert "[zero-byte]" in str(raised.value) and "[leakage]" not in str(raised.value)
 
 
 def test_skipped_images_are_counted_per_split(tree: Path) -> None:
     bad = tree / "Art" / "A" / "00001.jpg"
     bad.write_bytes(b"")
-    datamodule = build(tree, on_bad_image="skip", held_out_domains=["Art"], batch_size=8)
+    datamodule = build_officehome(tree, on_bad_image="skip", held_out_domains=["Art"], batch_size=8)
     datamodule.setup("validate")
     seen = sum(len(batch[1]) for batch in datamodule.val_dataloader() if batch is not None)
     assert seen == len(datamodule.split_samples["val"]) - 1
@@ -147,7 +144,7 @@ def test_validate_with_skip_logs_the_count_of_its_split(tmp_path: Path, mlflow_u
 
     from datamodules.demo import ensure_officehome_demo
     from experiments.officehome import main
-    from tests.experiments.test_officehome_cli import tiny_demo_args
+    from tests.helpers.cli import tiny_demo_args
 
     cache = tmp_path / "cache"
     root = ensure_officehome_demo(
@@ -173,7 +170,7 @@ def test_validate_with_skip_logs_the_count_of_its_split(tmp_path: Path, mlflow_u
 def test_a_bad_image_in_a_worker_process_is_still_one_line(tree: Path) -> None:
     bad = tree / "Art" / "A" / "00001.jpg"
     bad.write_bytes(b"")
-    datamodule = build(tree, held_out_domains=["Art"], batch_size=64)
+    datamodule = build_officehome(tree, held_out_domains=["Art"], batch_size=64)
     datamodule.num_workers = 1  # torch re-raises the worker's error from its traceback text
     datamodule.setup("validate")
     with pytest.raises(BadImageError) as raised:

@@ -20,22 +20,18 @@ from datamodules.data.dataset import ImageSampleDataset, collate_skipping_none, 
 from datamodules.data.image_lists import ImageListFile
 from datamodules.data.layout import DatasetLayoutError, DomainData, Sample, class_folder_findings
 from datamodules.officehome import OfficeHomeDataModule
-from tests.conftest import make_officehome_tree, write_jpeg
+from tests.helpers.trees import (
+    build_officehome,
+    small_officehome_tree,
+    write_jpeg,
+)
 
 CLASSES = ("Bike", "Mug")
 
 
 @pytest.fixture
 def small_root(tmp_path: Path) -> Path:
-    root = tmp_path / "officehome"
-    make_officehome_tree(
-        root, {"Art": 5, "Clipart": 5, "Product": 5, "Real World": 5}, classes=CLASSES
-    )
-    return root
-
-
-def build(root: Path, **kwargs) -> OfficeHomeDataModule:
-    return OfficeHomeDataModule(root=str(root), image_size=16, num_workers=0, **kwargs)
+    return small_officehome_tree(tmp_path / "officehome", classes=CLASSES)
 
 
 def kinds(report) -> dict[str, list[str]]:
@@ -51,7 +47,7 @@ def truncate(path: Path) -> None:
 
 
 def test_clean_tree_passes(small_root: Path) -> None:
-    report = check_datamodule(build(small_root))
+    report = check_datamodule(build_officehome(small_root))
     assert report.ok, report.format()
     assert report.images_checked == 40
     assert report.warnings == []
@@ -63,7 +59,7 @@ def test_broken_files_are_each_reported_with_their_path(small_root: Path) -> Non
     truncate(art / "Bike" / "00002.jpg")  # a download cut short
     (art / "Mug" / "00001.jpg").write_text("<html>404 Not Found</html>")  # not an image
     (art / "Mug" / "notes.txt").write_text("labelled by hand")  # ignored, but said
-    report = check_datamodule(build(small_root))
+    report = check_datamodule(build_officehome(small_root))
     found = kinds(report)
     assert found["zero-byte"] == [str(art / "Bike" / "00001.jpg")]
     assert found["truncated"] == [str(art / "Bike" / "00002.jpg")]
@@ -95,7 +91,7 @@ def test_identical_files_across_splits_are_leakage(small_root: Path) -> None:
     source = small_root / "Art" / "Bike" / "00001.jpg"
     for index in range(2, 6):
         shutil.copy(source, small_root / "Art" / "Bike" / f"{index:05d}.jpg")
-    report = check_datamodule(build(small_root))
+    report = check_datamodule(build_officehome(small_root))
     leaks = [f for f in report.errors if f.kind == "leakage"]
     assert len(leaks) == 1
     assert "train" in leaks[0].message and "val" in leaks[0].message
@@ -103,7 +99,7 @@ def test_identical_files_across_splits_are_leakage(small_root: Path) -> None:
 
 def test_same_path_in_val_and_test_of_a_held_out_domain_is_not_leakage(small_root: Path) -> None:
     # Held-out domains are val and test at once by design; only distinct files count.
-    report = check_datamodule(build(small_root, held_out_domains=["Art"]))
+    report = check_datamodule(build_officehome(small_root, held_out_domains=["Art"]))
     assert report.ok, report.format()
 
 
@@ -170,16 +166,16 @@ def test_datamodule_list_files_are_checked(small_root: Path, tmp_path: Path) -> 
 
 def test_check_data_before_training_stops_on_errors(small_root: Path) -> None:
     (small_root / "Clipart" / "Mug" / "00003.jpg").write_bytes(b"")
-    datamodule = build(small_root, check_data=True)
+    datamodule = build_officehome(small_root, check_data=True)
     with pytest.raises(DatasetLayoutError, match=r"zero-byte.*00003\.jpg"):
         datamodule.prepare_data()
     # Under `skip`, bad images are tolerated (they are skipped and counted in training).
-    build(small_root, check_data=True, on_bad_image="skip").prepare_data()
+    build_officehome(small_root, check_data=True, on_bad_image="skip").prepare_data()
 
 
 def test_on_bad_image_must_be_error_or_skip(small_root: Path) -> None:
     with pytest.raises(ValueError, match=r"valid choices: \['error', 'skip'\]"):
-        build(small_root, on_bad_image="ignore")
+        build_officehome(small_root, on_bad_image="ignore")
 
 
 def test_skip_drops_bad_images_and_records_them(tmp_path: Path) -> None:
@@ -209,7 +205,9 @@ def test_skip_drops_bad_images_and_records_them(tmp_path: Path) -> None:
 def test_skip_counts_bad_images_from_worker_processes(small_root: Path) -> None:
     bad = small_root / "Art" / "Bike" / "00004.jpg"
     bad.write_bytes(b"")
-    datamodule = build(small_root, on_bad_image="skip", held_out_domains=["Art"], batch_size=8)
+    datamodule = build_officehome(
+        small_root, on_bad_image="skip", held_out_domains=["Art"], batch_size=8
+    )
     datamodule.num_workers = 1  # one real worker process: the count must come back from it
     datamodule.setup("fit")
     seen = sum(len(batch[1]) for batch in datamodule.val_dataloader())

@@ -11,7 +11,7 @@ from datamodules.data.cue_conflict import (
     parse_cue_conflict_name,
     scan_cue_conflict,
 )
-from tests.conftest import write_jpeg
+from tests.helpers.trees import write_jpeg
 
 
 def test_names_that_would_not_read_back_are_refused():

@@ -14,8 +14,7 @@ from datamodules.data.extra_domains import ExtraDomain, register_domain_layout
 from datamodules.data.layout import DatasetLayoutError
 from datamodules.demo import ensure_officehome_demo
 from datamodules.officehome import OfficeHomeDemoDataModule
-
-TINY_DEMO = {"num_classes": 3, "images_per_class": 12, "image_size": 32, "seed": 0}
+from tests.helpers.trees import TINY_DEMO, write_image_list
 
 
 @pytest.fixture(scope="session")
@@ -27,18 +26,6 @@ def copy_domain(demo_root: Path, domain: str, destination: Path) -> Path:
     """A new domain folder: a copy of one demo domain's images under another name."""
     shutil.copytree(demo_root / domain, destination)
     return destination
-
-
-def write_image_list(folder: Path, list_file: Path, label_as_index: bool) -> list[str]:
-    """`relative/path label` lines for every image of `folder` (ImageFolder layout)."""
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    lines = []
-    for index, name in enumerate(classes):
-        for image in sorted((folder / name).iterdir()):
-            label = str(index) if label_as_index else name
-            lines.append(f"{image.relative_to(folder)} {label}")
-    list_file.write_text("# path label\n" + "\n".join(lines) + "\n")
-    return classes
 
 
 def make_datamodule(demo_root: Path, **kwargs) -> OfficeHomeDemoDataModule:

@@ -11,7 +11,7 @@ from datamodules.data.extra_domains import ExtraDomain
 from datamodules.data.image_lists import entry_problem, parse_line, read_image_list
 from datamodules.data.layout import DatasetLayoutError
 from datamodules.officehome import OfficeHomeDataModule
-from tests.conftest import make_officehome_tree, write_jpeg
+from tests.helpers.trees import make_officehome_tree, write_jpeg
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from datamodules.data.splitting import stratified_split
 from datamodules.data.tables import IndexedFiles
 from datamodules.officehome import OfficeHomeDataModule
 from datamodules.stylized_imagenet import StylizedImageNetDataModule
-from tests.conftest import make_officehome_tree, write_jpeg
+from tests.helpers.trees import make_officehome_tree, write_jpeg
 
 CLASSES = ("Bike", "Mug", "Pen")
 

@@ -8,7 +8,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import make_officehome_tree, write_jpeg
 from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
@@ -20,6 +19,7 @@ from datamodules.data.style_shift import (
     style_evaluation_due,
 )
 from datamodules.officehome import OfficeHomeDataModule
+from tests.helpers.trees import make_officehome_tree, write_jpeg
 
 CLASSES = ("Bike", "Bottle", "Chair")
 

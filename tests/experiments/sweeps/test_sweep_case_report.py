@@ -16,7 +16,7 @@ from experiments.sweeps.runs import case_axes, load_records, open_sweep
 from experiments.sweeps.selection import Selection
 from experiments.sweeps.spec import load_spec
 from experiments.sweeps.trials import STATE_TAG, trial_tags
-from tests.experiments.sweeps.test_sweep_spec import write
+from tests.helpers.sweeps import write
 
 MODULE = "model.init_args.recalibration"
 METHOD = "model.init_args.method"

@@ -7,7 +7,7 @@ import pytest
 
 from experiments.sweeps.spec import SweepSpecError, load_spec
 from experiments.sweeps.trials import fit_arguments, trial_run_name, trial_tags
-from tests.experiments.sweeps.test_sweep_spec import write
+from tests.helpers.sweeps import write
 
 DOMAINS = "data.init_args.domains"
 TARGETS = "data.init_args.target_domains"

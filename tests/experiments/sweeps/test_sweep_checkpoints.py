@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from experiments.officehome import main
 from experiments.sweeps.runs import metric_history, validation_epochs
 from experiments.sweeps.selection import TrialRecord
-from tests.experiments.test_officehome_cli import tiny_demo_args
+from tests.helpers.cli import tiny_demo_args
 
 pytestmark = pytest.mark.slow
 
@@ -33,9 +33,9 @@ pytestmark = pytest.mark.slow
     ids=["epochs", "steps"],
 )
 def test_every_validation_finds_its_own_checkpoint(tmp_path: Path, monkeypatch, validation):
-    torch.set_num_threads(1)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # MLflow's ./mlruns (artifacts) goes there
     folder = tmp_path / "checkpoints"
     arguments = tiny_demo_args(
         tmp_path,

@@ -3,25 +3,14 @@ errors a wrong file gets."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-import yaml
 
 from datamodules.base import MultiDomainDataModule
 from experiments.sweeps.spec import SweepSpecError, load_spec
 from experiments.sweeps.trials import fit_arguments
 from lightning_modules.cli import ParsedConfig
-
-REPO = Path(__file__).resolve().parents[3]
-DEMO = "configs/officehome/demo.yaml"
-
-
-def write(tmp_path: Path, **settings) -> Path:
-    spec = {"name": "t", "entry": "officehome", "configs": [DEMO], **settings}
-    path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+from tests.helpers.paths import REPO
+from tests.helpers.sweeps import write
 
 
 def test_trials_are_grid_times_draws_times_seeds_with_paired_draws(tmp_path):

@@ -4,6 +4,7 @@ the style evaluation, read back from MLflow."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,9 +19,13 @@ from lightning_modules.tracking import StylebenchMLFlowLogger
 
 
 @pytest.fixture(scope="module")
-def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One store for the module's runs (creating a SQLite store takes seconds)."""
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One store for the module's runs (creating a SQLite store takes seconds); the module's
+    tests run in its folder."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)  # MLflow's ./mlruns (the artifacts) goes there
+        yield f"sqlite:///{folder / 'mlflow.db'}"
 
 
 def fit_epochs(

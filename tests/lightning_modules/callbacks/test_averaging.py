@@ -23,8 +23,8 @@ from lightning_modules.callbacks.averaging import EMA, SWAD, module_tensors
 from lightning_modules.callbacks.loss_valley import LossValley
 from lightning_modules.classifier import MultiDomainClassifier
 from lightning_modules.methods import ERM, TRAINING_METHODS, MethodOutput, TrainingBatch
-from tests.experiments.test_configs import resolved
-from tests.experiments.test_new_domains_cli import tiny_args
+from tests.helpers.cli import tiny_args
+from tests.helpers.configs import resolved
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -37,16 +37,6 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:You are trying to `self.log()`",
     "ignore:Be aware that when using `ckpt_path`",
 )
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The models here are tiny: more threads only add synchronisation (seconds per step on a
-    loaded machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # A validation-loss sequence and what the paper's rules make of it (n_converge 3, n_tolerance

@@ -13,14 +13,7 @@ from torch import nn
 from lightning_modules.methods import TrainingBatch
 from lightning_modules.methods.arm import first_convolution
 from lightning_modules.models.backbones import create_backbone
-from tests.lightning_modules.methods.manual_helpers import tiny_fit, tiny_model
-from tests.lightning_modules.methods.style_helpers import one_thread
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
+from tests.helpers.manual_methods import tiny_fit, tiny_model
 
 
 def context_by_hand(net: nn.Module, images: torch.Tensor, training: bool) -> torch.Tensor:

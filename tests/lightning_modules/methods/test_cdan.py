@@ -19,7 +19,7 @@ from lightning_modules.methods.cdan import (
     multilinear_map,
 )
 from lightning_modules.optimization import InverseDecayLR
-from tests.lightning_modules.methods.adaptation_helpers import (
+from tests.helpers.adaptation_methods import (
     accuracies,
     adaptation_batch,
     assert_resume_is_seamless,
@@ -29,16 +29,9 @@ from tests.lightning_modules.methods.adaptation_helpers import (
     tiny_model,
     training_batch,
 )
-from tests.lightning_modules.methods.domainbed_fits import assert_same_gradients
-from tests.lightning_modules.methods.style_helpers import one_thread
+from tests.helpers.domainbed_fits import assert_same_gradients
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log()`")
-
-
-@pytest.fixture(autouse=True)
-def _tiny_convolutions_on_one_thread():
-    with one_thread():
-        yield
 
 
 SMALL = {"bottleneck_dim": 8, "hidden_features": 16}
@@ -253,7 +246,8 @@ def test_cdan_through_the_cli_with_the_overlay(tmp_path, mlflow_uri) -> None:
     """The overlay's TLlib recipe on the tiny demo, Art -> Clipart: the per-step inverse decay,
     the GRL counter and the domain metrics."""
     from experiments.officehome import main
-    from tests.experiments.test_new_domains_cli import tiny_args
+    from tests.helpers.cli import tiny_args
+    from tests.helpers.paths import REPO
 
     cli = main(
         [
@@ -261,7 +255,7 @@ def test_cdan_through_the_cli_with_the_overlay(tmp_path, mlflow_uri) -> None:
             *tiny_args(
                 tmp_path,
                 "--config",
-                "configs/adaptation/cdan_e.yaml",
+                str(REPO / "configs/adaptation/cdan_e.yaml"),
                 "--trainer.max_steps",
                 "-1",
                 "--trainer.max_epochs",

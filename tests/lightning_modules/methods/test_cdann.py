@@ -9,21 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.lightning_modules.methods.manual_helpers import (
+from tests.helpers.dann import check_against_domainbed
+from tests.helpers.manual_methods import (
     fit,
     resumed_losses,
     synthetic_batches,
     tiny_fit,
     tiny_model,
 )
-from tests.lightning_modules.methods.style_helpers import one_thread
-from tests.lightning_modules.methods.test_dann_dg import check_against_domainbed
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
 
 
 @pytest.mark.parametrize(("k", "kinds"), [(1, "gdg"), (2, "dgd")])

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_modules.methods.coral import coral_distance
-from tests.lightning_modules.methods.domainbed_fits import (
+from tests.helpers.domainbed_fits import (
     assert_learns,
     assert_same_gradients,
     backbone_gradient,

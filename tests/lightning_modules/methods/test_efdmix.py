@@ -10,7 +10,7 @@ import torch
 
 from lightning_modules.methods import EFDMix, TrainingBatch
 from lightning_modules.methods.efdmix import EFDMixLayer
-from tests.lightning_modules.methods.style_helpers import (
+from tests.helpers.style_methods import (
     check_placement,
     record_draws,
     tiny_fit,

@@ -10,23 +10,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.lightning_modules.methods.manual_helpers import (
+from tests.helpers.manual_methods import (
     fit,
     resumed_losses,
     synthetic_batches,
     tiny_fit,
     tiny_model,
 )
-from tests.lightning_modules.methods.style_helpers import one_thread
 
 LR = 1e-3
 NETWORK = ("backbone.", "head.")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
 
 
 @pytest.mark.parametrize("shared_head", [False, True])

@@ -8,8 +8,7 @@ import pytest
 from mlflow import MlflowClient
 
 from experiments.officehome import main
-from tests.experiments.test_new_domains_cli import tiny_args
-from tests.lightning_modules.methods.style_helpers import one_thread
+from tests.helpers.cli import tiny_args
 
 CASES = {
     "mldg": ("{n_meta_test: 1}", "train/loss_epoch"),
@@ -27,23 +26,22 @@ def test_a_method_trains_through_the_cli_for_max_steps_batches(
     tmp_path, mlflow_uri, method: str
 ) -> None:
     options, metric = CASES[method]
-    with one_thread():
-        cli = main(
-            [
-                "fit",
-                *tiny_args(
-                    tmp_path,
-                    "--model.init_args.method",
-                    method,
-                    "--model.init_args.method_kwargs",
-                    options,
-                    "--trainer.max_steps",
-                    "3",
-                    "--data.init_args.domain_proportions",
-                    "{Art: 1, Product: 1}",
-                ),
-            ]
-        )
+    cli = main(
+        [
+            "fit",
+            *tiny_args(
+                tmp_path,
+                "--model.init_args.method",
+                method,
+                "--model.init_args.method_kwargs",
+                options,
+                "--trainer.max_steps",
+                "3",
+                "--data.init_args.domain_proportions",
+                "{Art: 1, Product: 1}",
+            ),
+        ]
+    )
     assert cli.trainer.global_step == 3
     assert cli.trainer.fit_loop.epoch_loop.batch_progress.total.completed == 3
     metrics = MlflowClient(mlflow_uri).get_run(cli.trainer.logger.run_id).data.metrics

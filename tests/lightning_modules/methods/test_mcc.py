@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from lightning_modules.cli import check_settings
 from lightning_modules.methods.mcc import mcc_loss
 from lightning_modules.optimization import InverseDecayLR
-from tests.lightning_modules.methods.adaptation_helpers import (
+from tests.helpers.adaptation_methods import (
     accuracies,
     adaptation_batch,
     assert_resume_is_seamless,
@@ -25,15 +25,8 @@ from tests.lightning_modules.methods.adaptation_helpers import (
     tiny_model,
     training_batch,
 )
-from tests.lightning_modules.methods.style_helpers import one_thread
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log()`")
-
-
-@pytest.fixture(autouse=True)
-def _tiny_convolutions_on_one_thread():
-    with one_thread():
-        yield
 
 
 def class_confusion_by_loops(logits: torch.Tensor, temperature: float) -> float:
@@ -167,7 +160,8 @@ def test_kill_and_resume_keeps_the_bottleneck_and_the_lr_decay(tmp_path) -> None
 def test_mcc_through_the_cli_with_the_overlay(tmp_path, mlflow_uri) -> None:
     """The overlay's TLlib recipe (lr 0.005, bottleneck 2048) on the tiny demo, Art -> Clipart."""
     from experiments.officehome import main
-    from tests.experiments.test_new_domains_cli import tiny_args
+    from tests.helpers.cli import tiny_args
+    from tests.helpers.paths import REPO
 
     cli = main(
         [
@@ -175,7 +169,7 @@ def test_mcc_through_the_cli_with_the_overlay(tmp_path, mlflow_uri) -> None:
             *tiny_args(
                 tmp_path,
                 "--config",
-                "configs/adaptation/mcc.yaml",
+                str(REPO / "configs/adaptation/mcc.yaml"),
                 "--trainer.max_steps",
                 "-1",
                 "--trainer.max_epochs",

@@ -13,7 +13,7 @@ import torch
 from lightning_modules.methods import MixStyle, TrainingBatch
 from lightning_modules.methods.mixstyle import MixStyleLayer
 from lightning_modules.methods.style_statistics import partner_permutation
-from tests.lightning_modules.methods.style_helpers import (
+from tests.helpers.style_methods import (
     check_placement,
     record_draws,
     tiny_fit,

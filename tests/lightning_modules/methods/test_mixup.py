@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from scipy import stats
 
 from lightning_modules.methods.mixup import Mixup
-from tests.lightning_modules.methods.domainbed_fits import (
+from tests.helpers.domainbed_fits import (
     assert_learns,
     assert_same_gradients,
     backbone_gradient,

@@ -13,23 +13,16 @@ import torch.nn.functional as F
 from pytorch_lightning.plugins.precision import MixedPrecision
 
 from lightning_modules.methods.manual_steps import check_manual_support
-from tests.lightning_modules.methods.manual_helpers import (
+from tests.helpers.manual_methods import (
     fit,
     synthetic_batches,
     tiny_fit,
     tiny_model,
 )
-from tests.lightning_modules.methods.style_helpers import one_thread
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*does not have many workers", "ignore:The number of training batches"
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
 
 
 # A larger eps than Adam's 1e-8: g / (|g| + eps) would turn float rounding of gradients near

@@ -13,7 +13,7 @@ from pytorch_lightning.plugins.precision import MixedPrecision
 
 import lightning_modules.methods.sagnet as sagnet_module
 from lightning_modules.methods.sagnet import randomize
-from tests.lightning_modules.methods.manual_helpers import (
+from tests.helpers.manual_methods import (
     KeepStates,
     fit,
     resumed_losses,
@@ -21,17 +21,10 @@ from tests.lightning_modules.methods.manual_helpers import (
     tiny_fit,
     tiny_model,
 )
-from tests.lightning_modules.methods.style_helpers import one_thread
 
 # Adam with a larger eps than 1e-8: g / (|g| + eps) would turn float rounding of gradients near
 # 1e-8 into visible differences.
 LR, EPS, W_ADV = 1e-3, 1e-4, 0.3
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
 
 
 def adam(params) -> torch.optim.Adam:

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.lightning_modules.methods.domainbed_fits import (
+from tests.helpers.domainbed_fits import (
     assert_learns,
     assert_same_gradients,
     backbone_gradient,

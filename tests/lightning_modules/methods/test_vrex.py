@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.lightning_modules.methods.domainbed_fits import (
+from tests.helpers.domainbed_fits import (
     adam,
     assert_learns,
     assert_resume_is_seamless,

@@ -3,7 +3,6 @@ and weight loading (random torchvision weights saved to tmp_path; nothing is dow
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,19 +26,6 @@ FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101":
 # more than one position (12/6/3/2), so style pooling and the pooling branches do real work.
 IMAGENET_IMAGE_SIZE = 48
 CIFAR_IMAGE_SIZE = 32
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread() -> Iterator[None]:
-    """Run these CPU-heavy tests on one intra-op thread, then restore the setting.
-
-    On a small shared machine, two OpenMP threads competing with other processes thrash (this
-    file took minutes instead of seconds under load); one thread is predictable.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def parameters_with_classifier(name: str, recalibration: str, options: dict | None = None) -> int:

@@ -3,7 +3,6 @@ weight loading (random torchvision weights saved to tmp_path; nothing is downloa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -29,15 +28,6 @@ MODULES = list(RECALIBRATION_MODULES)
 # small enough for a CPU.
 IMAGENET_IMAGE_SIZE = 32
 CIFAR_IMAGE_SIZE = 32
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread() -> Iterator[None]:
-    """One intra-op thread: predictable on a small shared machine; restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def legacy_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -311,6 +301,9 @@ def stripes(count: int, size: int, generator: torch.Generator) -> tuple[torch.Te
     return torch.stack(images), labels
 
 
+# Slow tier: a DenseNet fit (about 20 s); the DenseNet's forward, weights and recalibration
+# stay in the fast tier.
+@pytest.mark.slow
 def test_classifier_with_a_densenet_learns_and_groups_its_parameters() -> None:
     torch.manual_seed(0)
     model = MultiDomainClassifier(

@@ -50,16 +50,6 @@ CUDA_MARKS = [
 CUDA = pytest.param("cuda", marks=CUDA_MARKS)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: these small tensors gain nothing from a second one, and on a busy
-    machine OpenMP threads waiting on each other made the DenseNet cases 50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """||actual - expected|| / ||expected|| (L2 over all elements), in float64."""
     actual, expected = actual.detach().double(), expected.detach().double()
@@ -329,6 +319,7 @@ def test_bf16_mixed_fit_learns(name, demo_cache, tmp_path, monkeypatch) -> None:
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # MLflow's ./mlruns (artifacts) goes there
     epochs = "3"
     cli = main(
         [
@@ -337,7 +328,6 @@ def test_bf16_mixed_fit_learns(name, demo_cache, tmp_path, monkeypatch) -> None:
             *("--config", str(REPO / "tests/configs/officehome_tiny.yaml")),
             *("--data.init_args.cache_dir", str(demo_cache)),
             *("--trainer.max_epochs", epochs),
-            *("--model.init_args.lr_scheduler.init_args.T_max", epochs),
             *("--trainer.default_root_dir", str(tmp_path / "outputs")),
             *("--trainer.precision", "bf16-mixed"),
             *("--model.init_args.recalibration", name),

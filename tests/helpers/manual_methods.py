@@ -11,7 +11,6 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_modules.classifier import MultiDomainClassifier
-from tests.lightning_modules.methods.style_helpers import one_thread
 
 DOMAINS = ["Art", "Clipart", "Product"]
 
@@ -111,16 +110,15 @@ def fit(model: MultiDomainClassifier, batches: list, ckpt_path=None, **kwargs) -
     """Fit on the batches (one epoch unless told); the per-step losses."""
     losses = record_losses(model)
     loader = torch.utils.data.DataLoader(batches, batch_size=None)
-    with one_thread():
-        run = trainer(**kwargs)
-        run.fit(model, train_dataloaders=loader, ckpt_path=ckpt_path)
+    run = trainer(**kwargs)
+    run.fit(model, train_dataloaders=loader, ckpt_path=ckpt_path)
     return losses
 
 
 def accuracy(model: MultiDomainClassifier, batches: list) -> float:
     model.eval()
     correct = total = 0
-    with torch.no_grad(), one_thread():
+    with torch.no_grad():
         for images, labels, domains in batches:
             logits = model(images, domains)
             correct += int((logits.argmax(1) == labels).sum())

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from datamodules.base import UNLABELLED
 from lightning_modules.classifier import MultiDomainClassifier
 from lightning_modules.methods import TrainingBatch
-from tests.lightning_modules.methods.style_helpers import one_thread
 
 #: Art and Clipart are labelled; Product is the unlabelled target (no head of its own).
 DOMAINS = ["Art", "Clipart", "Product"]
@@ -117,8 +116,7 @@ def fit(
         accelerator="cpu",
     )
     loader = torch.utils.data.DataLoader(loader_batches(batches), batch_size=None)
-    with one_thread():
-        trainer.fit(model, train_dataloaders=loader, ckpt_path=ckpt_path)
+    trainer.fit(model, train_dataloaders=loader, ckpt_path=ckpt_path)
     if save_to is not None:
         trainer.save_checkpoint(save_to)
     return record.losses

@@ -3,9 +3,6 @@ model, the placement check, and a tiny fit on synthetic data whose domains diffe
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytorch_lightning as pl
 import torch
 from torch import nn
@@ -25,17 +22,6 @@ def record_draws(layer: nn.Module) -> list:
 
     layer.draw = draw
     return draws
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Tiny convolutions on one thread: on the shared CPU they run many times faster so."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def tiny_model(method: str, method_kwargs=None, **kwargs) -> MultiDomainClassifier:
@@ -60,13 +46,6 @@ def check_placement(
 ) -> None:
     """The method's layers sit after exactly the `expected` stages and see those stages' maps:
     each layer's input has the shape of its stage's output in the plain backbone."""
-    with one_thread():
-        _check_placement(method, method_kwargs, backbone, image_size, expected)
-
-
-def _check_placement(
-    method: str, method_kwargs, backbone: str, image_size: int, expected: tuple[int, ...]
-) -> None:
     method_kwargs = {**(method_kwargs or {}), "p": 1.0}  # always act, to see the effect
     model = tiny_model(method, method_kwargs, backbone=backbone, image_size=image_size)
     plain = tiny_model("erm", backbone=backbone, image_size=image_size)
@@ -141,13 +120,12 @@ def tiny_fit(method: str, method_kwargs=None, epochs: int = 4) -> tuple[list[flo
         callbacks=[losses],
     )
     loader = torch.utils.data.DataLoader(synthetic_batches(8), batch_size=None)
-    with one_thread():
-        trainer.fit(model, train_dataloaders=loader)
-        model.eval()
-        correct = total = 0
-        with torch.no_grad():
-            for images, labels, domains in synthetic_batches(2, seed=1):
-                logits = model.classify(model.features(images), domains)
-                correct += int((logits.argmax(1) == labels).sum())
-                total += len(labels)
+    trainer.fit(model, train_dataloaders=loader)
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for images, labels, domains in synthetic_batches(2, seed=1):
+            logits = model.classify(model.features(images), domains)
+            correct += int((logits.argmax(1) == labels).sum())
+            total += len(labels)
     return losses.losses, correct / total, sum(len(d) for d in draws)
