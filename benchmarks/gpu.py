@@ -214,13 +214,13 @@ def add_ratios(rows: list[dict]) -> None:
 
 
 def run_input(config: dict, workers: int) -> dict:
-    """Prepared-shard throughput with `workers` loader workers (images/s over timed passes)."""
+    """Shard (LitData) throughput with `workers` loader workers (images/s over timed passes)."""
     from benchmarks.input_pipeline import generate_jpegs, make_loaders, one_pass, write_shards
 
     with tempfile.TemporaryDirectory(prefix="stylebench-gpu-input-") as folder:
         paths = generate_jpegs(Path(folder), config["input_images"])
         shards = write_shards(paths, Path(folder) / "shards")
-        loader, normalize = make_loaders(paths, 224, 32, workers, shards)["prepared_shards"]
+        loader, normalize = make_loaders(paths, 224, 32, workers, shards)["shards"]
         if workers > 0:
             one_pass(loader, normalize)  # starts the persistent workers
         rates = []

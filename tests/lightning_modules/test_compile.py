@@ -29,11 +29,10 @@ import torch
 
 from lightning_modules.models.backbones import create_backbone
 from lightning_modules.models.recalibration import RECALIBRATION_MODULES
-from tests.lightning_modules.compile_helpers import (
+from tests.helpers.method_fits import (
     METHODS,
     batches,
     fit,
-    one_thread,
     relative_error,
     tiny_model,
 )
@@ -110,25 +109,24 @@ def test_inductor_block_matches_eager(name) -> None:
     compiled.compile()
     generator = torch.Generator().manual_seed(1)
     shape = (4, eager.conv1.in_channels, 8, 8)
-    with one_thread():
-        for step in range(3):
-            x = torch.randn(shape, generator=generator)
-            grad = torch.randn(shape, generator=generator)
-            results = []
-            for block in (eager, compiled):
-                block.zero_grad(set_to_none=True)
-                inputs = x.clone().requires_grad_()
-                stance = "fail_on_recompile" if step and block is compiled else "default"
-                with torch.compiler.set_stance(stance):
-                    out = block(inputs)
-                out.backward(grad)
-                parameters = torch.cat([p.grad.flatten() for p in block.parameters()])
-                results.append((out, inputs.grad, parameters))
-            for quantity, actual, expected in zip(
-                ("output", "input gradient", "parameter gradients"), *results[::-1], strict=True
-            ):
-                error = relative_error(actual, expected)
-                assert error < TOLERANCE, (quantity, step, error)
+    for step in range(3):
+        x = torch.randn(shape, generator=generator)
+        grad = torch.randn(shape, generator=generator)
+        results = []
+        for block in (eager, compiled):
+            block.zero_grad(set_to_none=True)
+            inputs = x.clone().requires_grad_()
+            stance = "fail_on_recompile" if step and block is compiled else "default"
+            with torch.compiler.set_stance(stance):
+                out = block(inputs)
+            out.backward(grad)
+            parameters = torch.cat([p.grad.flatten() for p in block.parameters()])
+            results.append((out, inputs.grad, parameters))
+        for quantity, actual, expected in zip(
+            ("output", "input gradient", "parameter gradients"), *results[::-1], strict=True
+        ):
+            error = relative_error(actual, expected)
+            assert error < TOLERANCE, (quantity, step, error)
     # Running statistics are updated by the compiled block as by the eager one.
     for key, value in eager.state_dict().items():
         if value.is_floating_point():

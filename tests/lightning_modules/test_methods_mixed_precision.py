@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from tests.lightning_modules.compile_helpers import METHODS, accuracy, batches, fit, tiny_model
+from tests.helpers.method_fits import METHODS, accuracy, batches, fit, tiny_model
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:You are trying to `self.log()`", "ignore:You defined a `validation_step`"

@@ -10,7 +10,7 @@ import pytest
 
 from datamodules.data.samplers import UnpaddedDistributedSampler, shuffled_within_domains
 from datamodules.officehome import OfficeHomeDataModule
-from tests.conftest import make_officehome_tree
+from tests.helpers.trees import make_officehome_tree
 
 CLASSES = ("Bike", "Mug", "Pen")
 

@@ -4,9 +4,6 @@ target domain for the adaptation methods), and a Lightning fit that records each
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import pytorch_lightning as pl
 import torch
 
@@ -19,17 +16,6 @@ DOMAINS = ["Art", "Clipart", "Product"]
 TARGET = 2
 NUM_CLASSES = 3
 METHODS = list(TRAINING_METHODS)
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Tiny convolutions on one torch thread: on a shared CPU they run many times faster so."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def tiny_model(method: str, recalibration: str = "srm", **kwargs) -> MultiDomainClassifier:
@@ -119,8 +105,7 @@ def fit(
         callbacks=[Reseed(), *callbacks],
         **kwargs,
     )
-    with one_thread():
-        trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=None))
+    trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=None))
     return losses
 
 
@@ -128,7 +113,7 @@ def accuracy(model: MultiDomainClassifier, data: list) -> float:
     """Accuracy of the model's own domain heads on labelled batches."""
     model.eval()
     correct = total = 0
-    with torch.no_grad(), one_thread():
+    with torch.no_grad():
         for images, labels, domains in data:
             correct += int((model(images, domains).argmax(1) == labels).sum())
             total += len(labels)
