@@ -120,6 +120,10 @@ def demo_environment(config: Path = DEMO_CONFIG) -> Iterator[list[str]]:
                 str(folder / "outputs"),
                 "--trainer.logger.init_args.tracking_uri",
                 f"sqlite:///{folder / 'mlflow.db'}",
+                # Without it MLflow puts a SQLite store's artifacts in ./mlruns of the
+                # current directory, outside the throw-away folder.
+                "--trainer.logger.init_args.artifact_location",
+                str(folder / "mlruns"),
             ]
         finally:
             if previous is None:
