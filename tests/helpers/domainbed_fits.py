@@ -13,6 +13,7 @@ import torch
 
 from lightning_modules.classifier import MultiDomainClassifier
 from lightning_modules.methods import TrainingBatch
+from tests.helpers.trainers import quiet_trainer
 
 DOMAINS = ["Art", "Clipart", "Product"]
 NUM_CLASSES = 3
@@ -92,15 +93,7 @@ def fit(
     """Fit `epochs` epochs over the batches (in order; resumed from `ckpt_path` if given), save
     a checkpoint to `save_to` if given; returns the losses of the steps taken."""
     record = RecordLosses()
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[record],
-        accelerator="cpu",
-    )
+    trainer = quiet_trainer(max_epochs=epochs, callbacks=[record])
     loader = torch.utils.data.DataLoader(as_tuples(batches), batch_size=None)
     trainer.fit(model, train_dataloaders=loader, ckpt_path=ckpt_path)
     if save_to is not None:

@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_modules.classifier import MultiDomainClassifier
+from tests.helpers.trainers import quiet_trainer
 
 DOMAINS = ["Art", "Clipart", "Product"]
 
@@ -94,16 +95,7 @@ class KeepStates(pl.Callback):
 
 
 def trainer(**kwargs) -> pl.Trainer:
-    settings = dict(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        callbacks=[Reseed()],
-    )
-    return pl.Trainer(**{**settings, **kwargs})
+    return quiet_trainer(**{"max_epochs": 1, "callbacks": [Reseed()], **kwargs})
 
 
 def fit(model: MultiDomainClassifier, batches: list, ckpt_path=None, **kwargs) -> list[float]:

@@ -10,6 +10,7 @@ import torch
 from datamodules.base import UNLABELLED
 from lightning_modules.classifier import MultiDomainClassifier
 from lightning_modules.methods import TRAINING_METHODS
+from tests.helpers.trainers import quiet_trainer
 
 DOMAINS = ["Art", "Clipart", "Product"]
 #: Art and Clipart are labelled; Product is the unlabelled target of the adaptation methods.
@@ -95,16 +96,7 @@ def fit(
 ) -> list[float]:
     """Fit on the batches; the per-step losses."""
     losses = record_losses(model)
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        callbacks=[Reseed(), *callbacks],
-        **kwargs,
-    )
+    trainer = quiet_trainer(max_epochs=epochs, callbacks=[Reseed(), *callbacks], **kwargs)
     trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=None))
     return losses
 

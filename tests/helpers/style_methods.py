@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from lightning_modules.classifier import MultiDomainClassifier
+from tests.helpers.trainers import quiet_trainer
 
 
 def record_draws(layer: nn.Module) -> list:
@@ -110,15 +111,7 @@ def tiny_fit(method: str, method_kwargs=None, epochs: int = 4) -> tuple[list[flo
     model = tiny_model(method, method_kwargs)
     draws = [record_draws(layer) for layer in model.method.stage_layers().values()]
     losses = StepLosses()
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        callbacks=[losses],
-    )
+    trainer = quiet_trainer(max_epochs=epochs, callbacks=[losses])
     loader = torch.utils.data.DataLoader(synthetic_batches(8), batch_size=None)
     trainer.fit(model, train_dataloaders=loader)
     model.eval()

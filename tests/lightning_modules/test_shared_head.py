@@ -8,7 +8,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
@@ -18,6 +17,7 @@ from lightning_modules.callbacks.shape_bias import evaluate_shape_bias
 from lightning_modules.classifier import MultiDomainClassifier
 from lightning_modules.models.heads import MultiDomainHead
 from lightning_modules.style_robustness import CrossDomainAccuracy
+from tests.helpers.trainers import quiet_trainer
 
 pytestmark = pytest.mark.filterwarnings("ignore:You defined a `validation_step`")
 
@@ -107,15 +107,7 @@ def batches(count: int = 4, size: int = 9, seed: int = 0) -> list:
 def test_fit_and_validation_report_every_domain_and_the_trained_mean() -> None:
     model = tiny_model()
     train = [(x, y, d % 2 + 1) for x, y, d in batches(seed=1)]  # Clipart and Product only
-    trainer = pl.Trainer(
-        max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(max_epochs=2, num_sanity_val_steps=0)
     before = model.head.shared.weight.detach().clone()
     loader = torch.utils.data.DataLoader
     trainer.fit(

@@ -16,6 +16,7 @@ from lightning_modules.optimization import (
     scheduler_interval,
 )
 from tests.helpers.domainbed_fits import separable_batch, tiny_model
+from tests.helpers.trainers import quiet_trainer
 
 
 def test_inverse_decay_follows_tllibs_formula_for_every_group() -> None:
@@ -88,15 +89,7 @@ def rates_of_a_fit(method: str, scheduler, epochs: int = 2) -> list[float]:
         backbone_lr_multiplier=0.5,
     )
     record = RecordRates()
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[record],
-        accelerator="cpu",
-    )
+    trainer = quiet_trainer(max_epochs=epochs, callbacks=[record])
     batches = [separable_batch(seed) for seed in range(3)]
     loader = torch.utils.data.DataLoader(
         [(b.images, b.labels, b.domains) for b in batches], batch_size=None

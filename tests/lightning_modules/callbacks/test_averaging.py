@@ -25,6 +25,7 @@ from lightning_modules.classifier import MultiDomainClassifier
 from lightning_modules.methods import ERM, TRAINING_METHODS, MethodOutput, TrainingBatch
 from tests.helpers.cli import tiny_args
 from tests.helpers.configs import resolved
+from tests.helpers.trainers import quiet_trainer
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -172,16 +173,7 @@ class Recorder(pl.Callback):
 
 
 def make_trainer(tmp_path: Path | None = None, **settings) -> pl.Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-    )
-    return pl.Trainer(**{**defaults, **settings})
+    return quiet_trainer(**{"num_sanity_val_steps": 0, "default_root_dir": tmp_path, **settings})
 
 
 def loader(batches: list) -> torch.utils.data.DataLoader:

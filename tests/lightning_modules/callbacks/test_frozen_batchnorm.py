@@ -6,12 +6,12 @@ from __future__ import annotations
 import copy
 
 import pytest
-import pytorch_lightning as pl
 import torch
 from torch import nn
 
 from lightning_modules.callbacks.frozen_batchnorm import FreezeBatchNorm
 from lightning_modules.classifier import MultiDomainClassifier
+from tests.helpers.trainers import quiet_trainer
 
 pytestmark = pytest.mark.filterwarnings("ignore:You defined a `validation_step`")
 
@@ -43,15 +43,7 @@ def fit(model: MultiDomainClassifier, callbacks: list) -> None:
         )
         for _ in range(3)
     ]
-    trainer = pl.Trainer(
-        max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        callbacks=callbacks,
-    )
+    trainer = quiet_trainer(max_epochs=2, callbacks=callbacks)
     trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
 
 

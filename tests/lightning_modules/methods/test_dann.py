@@ -13,6 +13,7 @@ from torch import nn
 from datamodules.base import UNLABELLED
 from lightning_modules.classifier import MultiDomainClassifier
 from lightning_modules.methods.dann import DomainDiscriminator, dann_loss, dann_schedule
+from tests.helpers.trainers import quiet_trainer
 
 # training_step is called without a Trainer here; its self.log calls are no-ops.
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log()`")
@@ -170,15 +171,7 @@ def test_a_dann_fit_follows_the_hand_written_dann_update_step_for_step() -> None
         def on_train_end(self, trainer, pl_module) -> None:
             states.append(copy.deepcopy(pl_module.state_dict()))
 
-    trainer = pl.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[Record()],
-        accelerator="cpu",
-    )
+    trainer = quiet_trainer(max_epochs=1, callbacks=[Record()])
     trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
     assert len(losses) == steps and len(states) == steps + 1
 

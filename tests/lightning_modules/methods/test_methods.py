@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 
 import pytest
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,6 +21,7 @@ from lightning_modules.methods import (
     create_method,
     format_method_options,
 )
+from tests.helpers.trainers import quiet_trainer
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:You are trying to `self.log()`", "ignore:You defined a `validation_step`"
@@ -55,14 +55,7 @@ def tiny_batch(seed: int = 1, target: bool = False) -> TrainingBatch:
 
 
 def fit(model: MultiDomainClassifier, batches: list, epochs: int = 1) -> MultiDomainClassifier:
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
+    trainer = quiet_trainer(max_epochs=epochs)
     trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
     return model
 
