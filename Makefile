@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # torch/torchvision are pinned to the wheels that ship on the project machines.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+# Fast-tier test processes: the usable cores, at most 4 (each worker holds about 1 GB).
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, len(os.sched_getaffinity(0))))")
 
 .PHONY: install demo test test-all bench ui lint format docs clean
 
@@ -21,8 +23,9 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python -m experiments.demo
 
+# Workers take whole test modules (--dist loadscope), so a module's fixtures are built once.
 test: install
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q -n $(TEST_WORKERS) --dist loadscope
 
 test-all: install
 	$(BIN)/python -m pytest -q

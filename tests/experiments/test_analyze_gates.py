@@ -25,6 +25,11 @@ def _data_args(tmp_path: Path) -> list[str]:
     ]
 
 
+# Slow tier: every test here needs the module's trained checkpoint (a CLI fit, about 13 s)
+# and an analysis run; tests/lightning_modules/analysis/ tests the analysis itself.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory):
     """(tmp dir, tracking URI, last.ckpt, its run id) of a one-epoch tiny SRM demo fit."""
@@ -97,9 +102,7 @@ def test_analysis_run_holds_heat_maps_separation_and_numbers(checkpoint) -> None
     assert sorted(point.step for point in history) == list(range(9))
 
 
-# Slow tier: two more analyses of the checkpoint (about 20 s); the fast tier analyses it once
-# (test_analysis_run_holds_heat_maps_separation_and_numbers).
-@pytest.mark.slow
+# Two more analyses of the checkpoint (about 20 s).
 def test_runs_are_overlaid_and_into_source_run_logs_there(checkpoint) -> None:
     tmp_path, uri, ckpt, source_run_id = checkpoint
     client = MlflowClient(uri)

@@ -33,6 +33,8 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory):
     return cli, MlflowClient(uri), cli.trainer.logger.run_id, tmp_path
 
 
+# Slow tier: the module's 10-epoch CIFAR fit takes about 30 s.
+@pytest.mark.slow
 def test_demo_fit_logs_val_acc_to_mlflow_and_beats_chance(trained_run) -> None:
     cli, client, run_id, _ = trained_run
     run = client.get_run(run_id)
@@ -49,6 +51,7 @@ def test_demo_fit_logs_val_acc_to_mlflow_and_beats_chance(trained_run) -> None:
     assert cli.model.evaluation_results["test"]["cifar10"].sum().item() == 100
 
 
+@pytest.mark.slow
 def test_validate_and_test_subcommands_reproduce_the_best_checkpoint(
     trained_run, tmp_path: Path, mlflow_uri: str
 ) -> None:

@@ -81,9 +81,23 @@ def compositions() -> list:
     for ablation in sorted((CONFIG_DIR / "ablations").glob("*.yaml")):
         combos.append(("officehome", CONFIG_DIR / "officehome" / "multi_domain.yaml", (ablation,)))
     return [
-        pytest.param(dataset, base, overlays, id=" + ".join(map(config_id, (base, *overlays))))
+        pytest.param(
+            dataset,
+            base,
+            overlays,
+            id=" + ".join(map(config_id, (base, *overlays))),
+            marks=pytest.mark.slow if slow_composition(dataset, overlays) else (),
+        )
         for dataset, base, overlays in combos
     ]
+
+
+def slow_composition(dataset: str, overlays: tuple[Path, ...]) -> bool:
+    """Module and DDP overlays on the other datasets' bases go to the slow tier (each is a
+    CLI parse of a quarter second, and there are about 150 of them); Office-Home's, the
+    ablations, backbones and the tests' own overlays stay in the fast tier."""
+    single = len(overlays) == 1 and overlays[0].parent.name in ("modules", "trainer")
+    return dataset != "officehome" and single
 
 
 def overlay_files() -> list[Path]:

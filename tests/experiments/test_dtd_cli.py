@@ -35,6 +35,8 @@ def test_demo_trains_clearly_above_chance(tmp_path: Path, mlflow_uri: str) -> No
     assert run.data.tags["dataset"] == "dtd" and cli.datamodule.domain_names == ["dtd"]
 
 
+# Slow tier: two child fits through the partition runner (about 12 s).
+@pytest.mark.slow
 def test_partition_runner_nests_children_and_summarizes(tmp_path: Path, mlflow_uri: str) -> None:
     args = ["--config", DEMO_CONFIG, *tiny_demo_args(tmp_path, epochs=1, dataset="dtd")]
     summary = dtd_partitions.main([*args, "--partitions", "1", "2"])

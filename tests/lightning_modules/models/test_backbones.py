@@ -73,7 +73,12 @@ def test_cifar_variants_train_with_every_module(name: str, recalibration: str) -
 
 
 @pytest.mark.parametrize("recalibration", MODULES)
-@pytest.mark.parametrize("name", IMAGENET_STYLE)
+@pytest.mark.parametrize(
+    # ResNet-101 (a second each per module) runs in the slow tier; the 18/34/50 blocks it
+    # shares are the same code.
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n == "resnet101" else n for n in IMAGENET_STYLE],
+)
 def test_imagenet_variants_load_torchvision_weights_and_train_with_every_module(
     name: str, recalibration: str, torchvision_checkpoints: dict[str, Path]
 ) -> None:
