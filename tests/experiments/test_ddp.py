@@ -35,7 +35,9 @@ def tiny_args(cache: Path, root_dir: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_match_single_process_evaluation(tmp_path: Path) -> None:
+def test_ddp_two_processes_match_single_process_evaluation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ddp_uri = f"sqlite:///{tmp_path / 'ddp.db'}"
     env = {
         **os.environ,
@@ -72,18 +74,17 @@ def test_ddp_two_processes_match_single_process_evaluation(tmp_path: Path) -> No
     checkpoints = list((tmp_path / "outputs").rglob("last.ckpt"))
     assert len(checkpoints) == 1
     single_uri = f"sqlite:///{tmp_path / 'single.db'}"
-    os.environ["MLFLOW_TRACKING_URI"] = single_uri
-    try:
-        validated = main(
-            [
-                "validate",
-                *tiny_args(tmp_path / "cache", tmp_path / "single-outputs"),
-                "--ckpt_path",
-                str(checkpoints[0]),
-            ]
-        )
-    finally:
-        os.environ.pop("MLFLOW_TRACKING_URI")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", single_uri)
+    # MLflow puts a SQLite store's artifacts in ./mlruns of the current directory.
+    monkeypatch.chdir(tmp_path)
+    validated = main(
+        [
+            "validate",
+            *tiny_args(tmp_path / "cache", tmp_path / "single-outputs"),
+            "--ckpt_path",
+            str(checkpoints[0]),
+        ]
+    )
     single = MlflowClient(single_uri).get_run(validated.trainer.logger.run_id).data.metrics
     assert single["val/num_samples"] == expected_val_samples
     for domain in ("Art", "Clipart", "Product", "Real_World"):
