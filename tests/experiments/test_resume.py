@@ -61,15 +61,23 @@ def test_sigkill_then_resume_last_continues_the_same_mlflow_run(tmp_path: Path) 
         found = list(tmp_path.glob("outputs/*/*/checkpoints/last.ckpt"))
         if not found:
             return False
-        try:
-            step = torch.load(found[0], map_location="cpu", weights_only=True)["global_step"]
-        except Exception:  # being written right now
-            return False
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
         if not runs or "train/loss_step" not in runs[0].data.metrics:
             return False
         history = client.get_metric_history(runs[0].info.run_id, "train/loss_step")
-        return max(m.step for m in history) >= step
+        logged = max(m.step for m in history)
+        # The process is stopped while its checkpoint is read, so that it cannot write a newer
+        # one between this check and the kill (the store is read before: the stopped process
+        # might hold its lock).
+        os.kill(first.pid, signal.SIGSTOP)
+        try:
+            step = torch.load(found[0], map_location="cpu", weights_only=True)["global_step"]
+        except Exception:  # being written right now
+            step = None
+        if step is not None and logged >= step:
+            return True  # left stopped: the kill comes next
+        os.kill(first.pid, signal.SIGCONT)
+        return False
 
     try:
         wait_for(metrics_logged_after_a_checkpoint, first)
