@@ -42,6 +42,7 @@ from datamodules.domainbed import (
     labelled,
     read_split_list,
 )
+from datamodules.generated import GeneratedData
 
 DOMAINNET_LIST_SPLITS = ("train", "test")
 
@@ -189,10 +190,12 @@ class DomainNetDataModule(DomainBedImageFolderDataModule):
         ]
 
 
-class DomainNetDemoDataModule(DomainNetDataModule):
+class DomainNetDemoDataModule(GeneratedData, DomainNetDataModule):
     """A generated DomainNet copy (the demo shapes in six styles, ten real class names, the
     real file names and lists, a few listed duplicates), created on first use; the same code
     path as the real dataset."""
+
+    demo_generator = staticmethod(ensure_domainnet_demo)
 
     def __init__(
         self,
@@ -220,15 +223,15 @@ class DomainNetDemoDataModule(DomainNetDataModule):
             cache_dir: cache folder (default: $STYLEBENCH_DATA_DIR or ~/.cache/stylebench).
             **kwargs: the settings of `DomainNetDataModule`.
         """
-        self.cache_dir = cache_dir
         self.drop_duplicates = drop_duplicates
-        self.demo_settings = {
-            "num_classes": demo_classes,
-            "images_per_class": images_per_class,
-            "image_size": demo_image_size,
-            "seed": demo_seed,
-            "layout": demo_layout,
-        }
+        self.use_generated_data(
+            cache_dir,
+            num_classes=demo_classes,
+            images_per_class=images_per_class,
+            image_size=demo_image_size,
+            seed=demo_seed,
+            layout=demo_layout,
+        )
         super().__init__(root=root, **kwargs)
 
     def duplicates_path(self) -> Path | None:
@@ -236,6 +239,3 @@ class DomainNetDemoDataModule(DomainNetDataModule):
             return super().duplicates_path()
         listed = Path(self.root) / DOMAINNET_DUPLICATES_FILE
         return listed if listed.is_file() else None  # the domainbed layout has none
-
-    def generate_root(self) -> Path:
-        return ensure_domainnet_demo(self.cache_dir, **self.demo_settings)

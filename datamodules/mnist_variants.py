@@ -50,6 +50,7 @@ from datamodules.data.layout import DomainData, DomainSource
 from datamodules.data.mnist_idx import find_mnist_raw, load_mnist
 from datamodules.data.transforms import ToUint8Tensor
 from datamodules.demo.mnist import ensure_mnist_demo
+from datamodules.generated import GeneratedData
 
 ROTATED_MNIST_ANGLES = (0, 15, 30, 45, 60, 75)
 COLORED_MNIST_ENVIRONMENTS = ("+90%", "+80%", "-90%")
@@ -306,23 +307,10 @@ class ColoredMNISTDataModule(MNISTEnvironmentsDataModule):
         return built
 
 
-class _MNISTDemo:
-    """Generated MNIST files (font digits, `datamodules/demo/mnist.py`) made on first use."""
-
-    def _demo_init(self, cache_dir, train_images, test_images, demo_seed) -> None:
-        self.cache_dir = cache_dir
-        self.demo_settings = {
-            "train_images": train_images,
-            "test_images": test_images,
-            "seed": demo_seed,
-        }
-
-    def generate_root(self) -> Path:
-        return ensure_mnist_demo(self.cache_dir, **self.demo_settings)
-
-
-class RotatedMNISTDemoDataModule(_MNISTDemo, RotatedMNISTDataModule):
+class RotatedMNISTDemoDataModule(GeneratedData, RotatedMNISTDataModule):
     """RotatedMNIST on generated MNIST files, created on first use; the same code path."""
+
+    demo_generator = staticmethod(ensure_mnist_demo)
 
     def __init__(
         self,
@@ -343,12 +331,16 @@ class RotatedMNISTDemoDataModule(_MNISTDemo, RotatedMNISTDataModule):
             cache_dir: cache folder (default: $STYLEBENCH_DATA_DIR or ~/.cache/stylebench).
             **kwargs: the settings of `RotatedMNISTDataModule`.
         """
-        self._demo_init(cache_dir, train_images, test_images, demo_seed)
+        self.use_generated_data(
+            cache_dir, train_images=train_images, test_images=test_images, seed=demo_seed
+        )
         super().__init__(root=root, **kwargs)
 
 
-class ColoredMNISTDemoDataModule(_MNISTDemo, ColoredMNISTDataModule):
+class ColoredMNISTDemoDataModule(GeneratedData, ColoredMNISTDataModule):
     """ColoredMNIST on generated MNIST files, created on first use; the same code path."""
+
+    demo_generator = staticmethod(ensure_mnist_demo)
 
     def __init__(
         self,
@@ -369,5 +361,7 @@ class ColoredMNISTDemoDataModule(_MNISTDemo, ColoredMNISTDataModule):
             cache_dir: cache folder (default: $STYLEBENCH_DATA_DIR or ~/.cache/stylebench).
             **kwargs: the settings of `ColoredMNISTDataModule`.
         """
-        self._demo_init(cache_dir, train_images, test_images, demo_seed)
+        self.use_generated_data(
+            cache_dir, train_images=train_images, test_images=test_images, seed=demo_seed
+        )
         super().__init__(root=root, **kwargs)

@@ -34,6 +34,7 @@ from datamodules.domainbed import (
     labelled,
     read_split_list,
 )
+from datamodules.generated import GeneratedData
 
 
 def pacs_label_problem(class_name: str, label: int) -> str | None:
@@ -107,9 +108,11 @@ class PACSDataModule(DomainBedImageFolderDataModule):
         ]
 
 
-class PACSDemoDataModule(PACSDataModule):
+class PACSDemoDataModule(GeneratedData, PACSDataModule):
     """A generated PACS copy (the demo shapes in four styles, real folder names and lists),
     created on first use; the same code path as the real dataset."""
+
+    demo_generator = staticmethod(ensure_pacs_demo)
 
     def __init__(
         self,
@@ -134,15 +137,12 @@ class PACSDemoDataModule(PACSDataModule):
             cache_dir: cache folder (default: $STYLEBENCH_DATA_DIR or ~/.cache/stylebench).
             **kwargs: the settings of `PACSDataModule`.
         """
-        self.cache_dir = cache_dir
-        self.demo_settings = {
-            "num_classes": demo_classes,
-            "images_per_class": images_per_class,
-            "image_size": demo_image_size,
-            "seed": demo_seed,
-            "layout": demo_layout,
-        }
+        self.use_generated_data(
+            cache_dir,
+            num_classes=demo_classes,
+            images_per_class=images_per_class,
+            image_size=demo_image_size,
+            seed=demo_seed,
+            layout=demo_layout,
+        )
         super().__init__(root=root, **kwargs)
-
-    def generate_root(self) -> Path:
-        return ensure_pacs_demo(self.cache_dir, **self.demo_settings)

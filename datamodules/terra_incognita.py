@@ -43,6 +43,7 @@ from datamodules.demo.domainbed import (
     ensure_terra_incognita_demo,
 )
 from datamodules.domainbed import DomainBedImageFolderDataModule
+from datamodules.generated import GeneratedData
 
 #: The camera locations DomainBed keeps, compared as strings (`str(location)`).
 TERRA_LOCATIONS = tuple(d.removeprefix("location_") for d in TERRA_INCOGNITA.domains)
@@ -152,9 +153,11 @@ class TerraIncognitaDataModule(DomainBedImageFolderDataModule):
             raise
 
 
-class TerraIncognitaDemoDataModule(TerraIncognitaDataModule):
+class TerraIncognitaDemoDataModule(GeneratedData, TerraIncognitaDataModule):
     """A generated TerraIncognita copy in DomainBed's layout (the demo shapes in four styles,
     real folder names), created on first use; the same code path as the real dataset."""
+
+    demo_generator = staticmethod(ensure_terra_incognita_demo)
 
     def __init__(
         self,
@@ -177,14 +180,11 @@ class TerraIncognitaDemoDataModule(TerraIncognitaDataModule):
             cache_dir: cache folder (default: $STYLEBENCH_DATA_DIR or ~/.cache/stylebench).
             **kwargs: the settings of `TerraIncognitaDataModule`.
         """
-        self.cache_dir = cache_dir
-        self.demo_settings = {
-            "num_classes": demo_classes,
-            "images_per_class": images_per_class,
-            "image_size": demo_image_size,
-            "seed": demo_seed,
-        }
+        self.use_generated_data(
+            cache_dir,
+            num_classes=demo_classes,
+            images_per_class=images_per_class,
+            image_size=demo_image_size,
+            seed=demo_seed,
+        )
         super().__init__(root=root, **kwargs)
-
-    def generate_root(self) -> Path:
-        return ensure_terra_incognita_demo(self.cache_dir, **self.demo_settings)

@@ -11,11 +11,10 @@ form, so the split is DomainBed's seeded 20% holdout.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from datamodules.data.domainbed_facts import VLCS
 from datamodules.demo.domainbed import ensure_vlcs_demo
 from datamodules.domainbed import DomainBedImageFolderDataModule
+from datamodules.generated import GeneratedData
 
 
 class VLCSDataModule(DomainBedImageFolderDataModule):
@@ -25,9 +24,11 @@ class VLCSDataModule(DomainBedImageFolderDataModule):
     facts = VLCS
 
 
-class VLCSDemoDataModule(VLCSDataModule):
+class VLCSDemoDataModule(GeneratedData, VLCSDataModule):
     """A generated VLCS copy (the demo shapes in four styles, real folder names), created on
     first use; the same code path as the real dataset."""
+
+    demo_generator = staticmethod(ensure_vlcs_demo)
 
     def __init__(
         self,
@@ -50,14 +51,11 @@ class VLCSDemoDataModule(VLCSDataModule):
             cache_dir: cache folder (default: $STYLEBENCH_DATA_DIR or ~/.cache/stylebench).
             **kwargs: the settings of `VLCSDataModule`.
         """
-        self.cache_dir = cache_dir
-        self.demo_settings = {
-            "num_classes": demo_classes,
-            "images_per_class": images_per_class,
-            "image_size": demo_image_size,
-            "seed": demo_seed,
-        }
+        self.use_generated_data(
+            cache_dir,
+            num_classes=demo_classes,
+            images_per_class=images_per_class,
+            image_size=demo_image_size,
+            seed=demo_seed,
+        )
         super().__init__(root=root, **kwargs)
-
-    def generate_root(self) -> Path:
-        return ensure_vlcs_demo(self.cache_dir, **self.demo_settings)
