@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # torch/torchvision are pinned to the wheels that ship on the project machines.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 # Fast-tier test processes: the usable cores, at most 4 (each worker holds about 1 GB).
-TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, len(os.sched_getaffinity(0))))")
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; n = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(); print(min(4, n or 1))")
 
 .PHONY: install demo test test-all bench ui lint format docs clean
 
