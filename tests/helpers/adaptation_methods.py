@@ -9,14 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
 from datamodules.base import UNLABELLED
 from lightning_modules.classifier import MultiDomainClassifier
 from lightning_modules.methods import TrainingBatch
-from tests.helpers.trainers import quiet_trainer
+from tests.helpers.trainers import fit_in_order
 
 #: Art and Clipart are labelled; Product is the unlabelled target (no head of its own).
 DOMAINS = ["Art", "Clipart", "Product"]
@@ -89,14 +88,6 @@ def loader_batches(batches: list[dict]) -> list[dict]:
     return [{"source": b["source"], "target": b["target"]} for b in batches]
 
 
-class RecordLosses(pl.Callback):
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.losses.append(float(outputs["loss"]))
-
-
 def fit(
     model: MultiDomainClassifier,
     batches: list[dict],
@@ -106,13 +97,7 @@ def fit(
 ) -> list[float]:
     """Fit `epochs` epochs over the batches in order (resumed from `ckpt_path` if given), save a
     checkpoint to `save_to` if given; the losses of the steps taken."""
-    record = RecordLosses()
-    trainer = quiet_trainer(max_epochs=epochs, callbacks=[record])
-    loader = torch.utils.data.DataLoader(loader_batches(batches), batch_size=None)
-    trainer.fit(model, train_dataloaders=loader, ckpt_path=ckpt_path)
-    if save_to is not None:
-        trainer.save_checkpoint(save_to)
-    return record.losses
+    return fit_in_order(model, loader_batches(batches), epochs, ckpt_path, save_to)
 
 
 @torch.no_grad()

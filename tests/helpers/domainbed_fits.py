@@ -8,12 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 
 from lightning_modules.classifier import MultiDomainClassifier
 from lightning_modules.methods import TrainingBatch
-from tests.helpers.trainers import quiet_trainer
+from tests.helpers.trainers import fit_in_order
 
 DOMAINS = ["Art", "Clipart", "Product"]
 NUM_CLASSES = 3
@@ -73,16 +72,6 @@ def as_tuples(batches: list[TrainingBatch]) -> list[tuple[torch.Tensor, ...]]:
     return [(b.images, b.labels, b.domains) for b in batches]
 
 
-class RecordLosses(pl.Callback):
-    """Every optimizer step's training loss, in order."""
-
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.losses.append(float(outputs["loss"]))
-
-
 def fit(
     model: MultiDomainClassifier,
     batches: list[TrainingBatch],
@@ -92,13 +81,7 @@ def fit(
 ) -> list[float]:
     """Fit `epochs` epochs over the batches (in order; resumed from `ckpt_path` if given), save
     a checkpoint to `save_to` if given; returns the losses of the steps taken."""
-    record = RecordLosses()
-    trainer = quiet_trainer(max_epochs=epochs, callbacks=[record])
-    loader = torch.utils.data.DataLoader(as_tuples(batches), batch_size=None)
-    trainer.fit(model, train_dataloaders=loader, ckpt_path=ckpt_path)
-    if save_to is not None:
-        trainer.save_checkpoint(save_to)
-    return record.losses
+    return fit_in_order(model, as_tuples(batches), epochs, ckpt_path, save_to)
 
 
 @torch.no_grad()

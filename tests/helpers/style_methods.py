@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from lightning_modules.classifier import MultiDomainClassifier
-from tests.helpers.trainers import quiet_trainer
+from tests.helpers.trainers import RecordLosses, quiet_trainer
 
 
 def record_draws(layer: nn.Module) -> list:
@@ -96,21 +96,13 @@ def synthetic_batches(steps: int, per_domain: int = 12, seed: int = 0) -> list:
     return batches
 
 
-class StepLosses(pl.Callback):
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        self.losses.append(float(outputs["loss"]))
-
-
 def tiny_fit(method: str, method_kwargs=None, epochs: int = 4) -> tuple[list[float], float, int]:
     """(per-step training losses, accuracy on held-out batches in evaluation mode, how many
     times the layers acted) of a tiny resnet20 fit on `synthetic_batches`."""
     pl.seed_everything(0, verbose=False)
     model = tiny_model(method, method_kwargs)
     draws = [record_draws(layer) for layer in model.method.stage_layers().values()]
-    losses = StepLosses()
+    losses = RecordLosses()
     trainer = quiet_trainer(max_epochs=epochs, callbacks=[losses])
     loader = torch.utils.data.DataLoader(synthetic_batches(8), batch_size=None)
     trainer.fit(model, train_dataloaders=loader)
