@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 
 from datamodules.base import MultiDomainDataModule
 from datamodules.data.domainbed_facts import ImageFolderFacts
-from datamodules.data.image_lists import read_image_list
+from datamodules.data.image_lists import ImageListFile, read_image_list
 from datamodules.data.layout import DatasetLayoutError, DomainData, DomainSource
 from datamodules.data.splitting import LabelledFiles
 
@@ -165,11 +165,14 @@ def labelled(listed: list[ListedImage], class_names: Sequence[str]) -> LabelledF
 
 class DomainBedImageFolderDataModule(MultiDomainDataModule):
     """A DomainBed image-folder dataset; subclasses set `facts` and, if the dataset has official
-    split lists, `has_official_splits` and `official_split_lists`."""
+    split lists, `has_official_splits`, `official_list_splits`, `list_file` and
+    `official_split_lists`."""
 
     facts: ImageFolderFacts
     #: Whether `split: official` is offered (the dataset publishes split lists).
     has_official_splits = False
+    #: The split names of the official lists (`list_file(domain, split)` names each file).
+    official_list_splits: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -244,3 +247,18 @@ class DomainBedImageFolderDataModule(MultiDomainDataModule):
     def official_split_lists(self, domain: DomainData) -> dict[str, LabelledFiles]:
         """A domain's splits from the dataset's lists (datasets with `has_official_splits`)."""
         raise NotImplementedError(f"{type(self).__name__} has no official split lists")
+
+    def list_file(self, domain: str, split: str) -> Path:
+        """The official list of a domain's split (datasets with `has_official_splits`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no official split lists")
+
+    def list_files(self) -> list[ImageListFile]:
+        """With `split: official`, also every official list of the selected domains (each read
+        whole before training)."""
+        if self.split != "official":
+            return super().list_files()
+        return super().list_files() + [
+            ImageListFile(str(self.list_file(d, s)), str(self.image_root), labels="required")
+            for d in self.selected_domains
+            for s in self.official_list_splits
+        ]

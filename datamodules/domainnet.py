@@ -31,7 +31,7 @@ from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 from datamodules.data.domainbed_facts import DOMAINNET, DOMAINNET_NUM_CLASSES
-from datamodules.data.image_lists import ImageListFile, read_image_list
+from datamodules.data.image_lists import read_image_list
 from datamodules.data.layout import DatasetLayoutError, DomainData, DomainSource
 from datamodules.data.splitting import LabelledFiles, stratified_split
 from datamodules.demo.domainbed import DOMAINNET_DUPLICATES_FILE, ensure_domainnet_demo
@@ -80,6 +80,7 @@ class DomainNetDataModule(DomainBedImageFolderDataModule):
     dataset_name = "domainnet"
     facts = DOMAINNET
     has_official_splits = True
+    official_list_splits = tuple(DOMAINNET_LIST_SPLITS)
 
     def __init__(
         self,
@@ -178,16 +179,6 @@ class DomainNetDataModule(DomainBedImageFolderDataModule):
         seed = self.split_seed + zlib.crc32(domain.name.encode())
         train, val, _ = stratified_split(by_class, self.class_names, self.val_fraction, 0.0, seed)
         return {"train": train, "val": val, "test": test}
-
-    def list_files(self) -> list[ImageListFile]:
-        """The official lists of the selected domains, when `split: official`."""
-        if self.split != "official":
-            return super().list_files()
-        return super().list_files() + [
-            ImageListFile(str(self.list_file(d, s)), str(self.image_root), labels="required")
-            for d in self.selected_domains
-            for s in DOMAINNET_LIST_SPLITS
-        ]
 
 
 class DomainNetDemoDataModule(GeneratedData, DomainNetDataModule):

@@ -23,7 +23,6 @@ from functools import cached_property
 from pathlib import Path
 
 from datamodules.data.domainbed_facts import PACS
-from datamodules.data.image_lists import ImageListFile
 from datamodules.data.layout import DomainData
 from datamodules.data.splitting import LabelledFiles
 from datamodules.demo.domainbed import PACS_LIST_SPLITS, ensure_pacs_demo
@@ -56,6 +55,7 @@ class PACSDataModule(DomainBedImageFolderDataModule):
     dataset_name = "pacs"
     facts = PACS
     has_official_splits = True
+    official_list_splits = tuple(PACS_LIST_SPLITS)
 
     def __init__(self, root: str, split_dir: str | None = None, **kwargs) -> None:
         """PACS DataModule.
@@ -96,16 +96,6 @@ class PACSDataModule(DomainBedImageFolderDataModule):
         if domain.name in self.held_out_domains:
             return {"train": [], "val": pairs["test"], "test": pairs["test"]}
         return {"train": pairs["train"], "val": pairs["crossval"], "test": pairs["crossval"]}
-
-    def list_files(self) -> list[ImageListFile]:
-        """The official lists of the selected domains, when `split: official`."""
-        if self.split != "official":
-            return super().list_files()
-        return super().list_files() + [
-            ImageListFile(str(self.list_file(d, s)), str(self.image_root), labels="required")
-            for d in self.selected_domains
-            for s in PACS_LIST_SPLITS
-        ]
 
 
 class PACSDemoDataModule(GeneratedData, PACSDataModule):
